@@ -1,0 +1,40 @@
+# The two commands in the README, and the pieces they are made of. Each target does its own
+# set-up (scripts/bootstrap is quiet and quick when nothing is missing).
+UNIRUN_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/unirun
+export UNIRUN_CACHE
+MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
+BUILD := build
+PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
+
+.PHONY: all bootstrap build test test-cpp test-python demo clean
+
+all: build
+
+bootstrap:
+	@scripts/bootstrap
+
+# meson reads the manifest at configure time: reconfigure when it changes.
+build: bootstrap
+	@if [ ! -f $(BUILD)/build.ninja ]; then \
+		meson setup $(BUILD) -Druntime_manifest=$(MANIFEST) >/dev/null; \
+	elif ! cmp -s $(MANIFEST) $(BUILD)/.manifest-seen; then \
+		meson setup --reconfigure $(BUILD) -Druntime_manifest=$(MANIFEST) >/dev/null; \
+	fi
+	@cp $(MANIFEST) $(BUILD)/.manifest-seen
+	@meson compile -C $(BUILD) >/dev/null || meson compile -C $(BUILD)
+
+test-cpp: build
+	meson test -C $(BUILD) --print-errorlogs
+
+test-python: build
+	$(PYTEST_PYTHON) -m pytest tests/python tests/cli
+
+# Every test: C++ unit tests and the Python-level suites, one summary line at the end.
+test: build
+	@scripts/run-tests
+
+demo: build
+	@examples/run-demo
+
+clean:
+	rm -rf $(BUILD)

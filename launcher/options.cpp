@@ -1,0 +1,159 @@
+#include "options.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <array>
+#include <sstream>
+
+namespace unirun::launcher {
+
+namespace {
+
+// CPython's own long options (Python/initconfig.c): they belong to python, not to unirun.
+constexpr std::array<std::string_view, 6> kPythonLongOptions = {
+    "--help", "--version", "--check-hash-based-pycs", "--help-env", "--help-xoptions", "--help-all"};
+
+bool is_python_long_option(std::string_view arg) {
+    for (auto option : kPythonLongOptions) {
+        if (arg == option) return true;
+        // --check-hash-based-pycs takes a value, possibly attached with '='
+        if (arg.size() > option.size() && arg.substr(0, option.size()) == option &&
+            arg[option.size()] == '=')
+            return true;
+    }
+    return false;
+}
+
+// Options of ours that take a value as the next argument when not written with '='.
+bool takes_separate_value(std::string_view arg) {
+    return arg == "--thread-mode" || arg == "--runtime";
+}
+
+void build_app(CLI::App &app, Options &options, std::string &thread_mode_text,
+               std::string &runtime_text) {
+    app.set_help_flag();  // -h/--help belong to CPython; ours is --unirun-help
+    app.allow_extras(false);
+    app.add_option("--thread-mode", thread_mode_text,
+                   "auto|gil|nogil: pick a GIL or a free-threaded runtime (env UNIRUN_THREAD_MODE)");
+    app.add_option("--runtime", runtime_text,
+                   "run on the registered runtime TAG, e.g. cp313t (env UNIRUN_RUNTIME)");
+    app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
+    app.add_flag("--json", options.json, "with --list-runtimes: print JSON instead of a table");
+    app.add_flag("--unirun-version", options.version, "print unirun's version and exit");
+    app.add_flag("--unirun-help", options.help, "print this help and exit");
+}
+
+}  // namespace
+
+std::optional<ThreadMode> parse_thread_mode(std::string_view text) {
+    if (text == "auto") return ThreadMode::Auto;
+    if (text == "gil") return ThreadMode::Gil;
+    if (text == "nogil") return ThreadMode::NoGil;
+    return std::nullopt;
+}
+
+std::string_view to_string(ThreadMode mode) {
+    switch (mode) {
+        case ThreadMode::Gil: return "gil";
+        case ThreadMode::NoGil: return "nogil";
+        case ThreadMode::Auto: break;
+    }
+    return "auto";
+}
+
+SplitArguments split_arguments(const std::vector<std::string> &args) {
+    SplitArguments split;
+    size_t i = 0;
+    for (; i < args.size(); ++i) {
+        const std::string &arg = args[i];
+        if (arg == "--") {
+            ++i;
+            break;
+        }
+        if (arg.rfind("--", 0) != 0 || is_python_long_option(arg)) break;
+        split.unirun.push_back(arg);
+        if (takes_separate_value(arg) && i + 1 < args.size()) split.unirun.push_back(args[++i]);
+    }
+    split.python.assign(args.begin() + static_cast<std::ptrdiff_t>(i), args.end());
+    return split;
+}
+
+std::variant<Options, UsageError> parse_options(const std::vector<std::string> &unirun_args) {
+    Options options;
+    std::string thread_mode_text, runtime_text;
+    CLI::App app{"unirun-python"};
+    build_app(app, options, thread_mode_text, runtime_text);
+    // CLI11 parses a reversed vector (it pops arguments from the back).
+    std::vector<std::string> reversed(unirun_args.rbegin(), unirun_args.rend());
+    try {
+        app.parse(reversed);
+    } catch (const CLI::ParseError &error) {
+        return UsageError{error.what()};
+    }
+    if (app.count("--thread-mode")) {
+        auto mode = parse_thread_mode(thread_mode_text);
+        if (!mode)
+            return UsageError{"--thread-mode=" + thread_mode_text +
+                              " is not a thread mode; use auto, gil or nogil"};
+        options.thread_mode = mode;
+    }
+    if (app.count("--runtime")) {
+        if (runtime_text.empty()) return UsageError{"--runtime needs a tag; see --list-runtimes"};
+        options.runtime = runtime_text;
+    }
+    if (options.json && !options.list_runtimes)
+        return UsageError{"--json only goes with --list-runtimes"};
+    return options;
+}
+
+std::string usage_line() {
+    return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] [--list-runtimes "
+           "[--json]] [--unirun-version] [--unirun-help] [python options and arguments]";
+}
+
+std::string help_text() {
+    Options options;
+    std::string a, b;
+    CLI::App app{"unirun-python: runs any program exactly as python does, with every "
+                 "concurrent.futures executor served by unirun's native scheduler.\n"
+                 "unirun's options come first; everything after them is python's command line "
+                 "(see unirun-python --help)."};
+    build_app(app, options, a, b);
+    std::ostringstream out;
+    out << usage_line() << "\n\n" << app.help("unirun-python");
+    out << "\nThread mode auto picks, in order: the runtime of the active virtual environment;\n"
+           "a free-threaded runtime when PYTHON_GIL=0; the newest GIL runtime; the newest\n"
+           "free-threaded runtime. Command-line options beat their environment twins.\n";
+    return out.str();
+}
+
+std::variant<Request, UsageError> make_request(const Options &options, const EnvLookup &env) {
+    Request request;
+    if (options.thread_mode) {
+        request.thread_mode = *options.thread_mode;
+        request.thread_mode_source = Source::CommandLine;
+    } else if (auto text = env("UNIRUN_THREAD_MODE"); text && !text->empty()) {
+        auto mode = parse_thread_mode(*text);
+        if (!mode)
+            return UsageError{"UNIRUN_THREAD_MODE=" + *text +
+                              " is not a thread mode; set it to auto, gil or nogil, or unset it"};
+        request.thread_mode = *mode;
+        request.thread_mode_source = Source::Environment;
+    }
+    if (options.runtime) {
+        request.runtime = options.runtime;
+        request.runtime_source = Source::CommandLine;
+    } else if (auto tag = env("UNIRUN_RUNTIME"); tag && !tag->empty()) {
+        // An environment runtime yields to a thread mode given on the command line: the
+        // launcher exports UNIRUN_RUNTIME for its children, and an explicit flag must win.
+        if (request.thread_mode_source != Source::CommandLine) {
+            request.runtime = tag;
+            request.runtime_source = Source::Environment;
+        }
+    }
+    auto gil = env("PYTHON_GIL");
+    request.python_gil_off = gil && *gil == "0";
+    return request;
+}
+
+}  // namespace unirun::launcher

@@ -1,0 +1,53 @@
+// The registered runtimes (build/runtimes.json, written by meson) and the deterministic rule
+// that picks one for a request.
+#pragma once
+
+#include "options.hpp"
+
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace unirun::launcher {
+
+struct Runtime {
+    std::string tag;      // e.g. "cp313", "cp313t"
+    std::string version;  // e.g. "3.13.5"
+    bool free_threaded = false;
+    std::string python;   // the runtime's own interpreter
+    std::string library;  // unirun's runtime library built against it
+};
+
+struct Manifest {
+    std::string shims_dir;
+    std::vector<Runtime> runtimes;
+};
+
+struct ManifestError {
+    std::string message;
+};
+
+// Parses the manifest text; relative library paths are resolved against base_dir.
+std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
+                                                      const std::string &base_dir);
+
+struct Selection {
+    const Runtime *runtime;
+    std::string reason;  // one line, for the decision trace
+};
+
+struct SelectionError {
+    std::string message;
+    std::string hint;
+};
+
+// venv_runtime: the tag of the registered runtime the active virtual environment was made from.
+std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime> &runtimes,
+                                                       const Request &request,
+                                                       const std::optional<std::string> &venv_runtime);
+
+std::string runtimes_table(const std::vector<Runtime> &runtimes, const Runtime *chosen);
+std::string runtimes_json(const std::vector<Runtime> &runtimes);
+
+}  // namespace unirun::launcher

@@ -1,0 +1,74 @@
+// The runtime's entry point: CPython parses its own command line exactly as `python` does
+// (Py_PreInitializeFromBytesArgs, PyConfig parse_argv), then Py_RunMain runs the program.
+// The only differences: sys.executable is the launcher, and the `unirun` shims are importable.
+#include "embed/handoff.h"
+#include "module/unirun_module.hpp"
+
+#include <Python.h>
+
+namespace {
+
+// Mirrors Py_BytesMain's handling of a failed or finished initialisation (-h, -V, bad option).
+[[noreturn]] void exit_with(PyStatus status) {
+    if (PyStatus_IsExit(status)) std::exit(status.exitcode);
+    Py_ExitStatusException(status);
+}
+
+bool set_sys_string(const char *name, const char *value) {
+    PyObject *text = PyUnicode_DecodeFSDefault(value);
+    if (!text) return false;
+    int rc = PySys_SetObject(name, text);
+    Py_DECREF(text);
+    return rc == 0;
+}
+
+// The shims go after the standard library and site-packages so they never shadow either.
+bool append_sys_path(const char *dir) {
+    PyObject *path = PySys_GetObject("path");  // borrowed
+    if (!path || !PyList_Check(path)) return false;
+    PyObject *entry = PyUnicode_DecodeFSDefault(dir);
+    if (!entry) return false;
+    int rc = PyList_Append(path, entry);
+    Py_DECREF(entry);
+    return rc == 0;
+}
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const unirun_handoff *handoff) {
+    if (!handoff || handoff->version != UNIRUN_HANDOFF_VERSION) {
+        fprintf(stderr, "unirun-python: error: launcher and runtime library are from different "
+                        "builds\n  hint: rebuild with make build\n");
+        return 2;
+    }
+    unirun::module::set_runtime_facts({handoff->runtime_tag, handoff->decision, handoff->launcher});
+    if (PyImport_AppendInittab("_unirun", unirun::module::init) != 0) {
+        fprintf(stderr, "unirun-python: error: cannot register the _unirun module\n");
+        return 1;
+    }
+
+    PyPreConfig preconfig;
+    PyPreConfig_InitPythonConfig(&preconfig);
+    PyStatus status = Py_PreInitializeFromBytesArgs(&preconfig, handoff->argc, handoff->argv);
+    if (PyStatus_Exception(status)) exit_with(status);
+
+    PyConfig config;
+    PyConfig_InitPythonConfig(&config);
+    status = PyConfig_SetBytesArgv(&config, handoff->argc, handoff->argv);
+    if (!PyStatus_Exception(status))
+        // getpath starts from the runtime's (or the virtual environment's) interpreter, so the
+        // prefix, the standard library and pyvenv.cfg are found exactly as that python finds them.
+        status = PyConfig_SetBytesString(&config, &config.executable, handoff->python_executable);
+    if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
+    PyConfig_Clear(&config);
+    if (PyStatus_Exception(status)) exit_with(status);
+
+    // Children started through sys.executable come back through the launcher.
+    if (!set_sys_string("executable", handoff->launcher) || !append_sys_path(handoff->shims_dir)) {
+        PyErr_Print();
+        fprintf(stderr, "unirun-python: error: cannot prepare sys for the program\n");
+        Py_Finalize();
+        return 1;
+    }
+    return Py_RunMain();
+}

@@ -1,0 +1,132 @@
+#include "launcher/runtimes.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace unirun::launcher;
+
+namespace {
+
+Runtime make(std::string tag, std::string version, bool free_threaded) {
+    return Runtime{tag, version, free_threaded, "/rt/" + tag + "/bin/python", "/lib/" + tag + ".so"};
+}
+
+const std::vector<Runtime> kBoth = {make("cp313", "3.13.5", false), make("cp313t", "3.13.5", true)};
+
+Request request(ThreadMode mode, Source source = Source::CommandLine) {
+    Request r;
+    r.thread_mode = mode;
+    r.thread_mode_source = mode == ThreadMode::Auto ? Source::Default : source;
+    return r;
+}
+
+std::string pick(const std::vector<Runtime> &runtimes, const Request &r,
+                 std::optional<std::string> venv = std::nullopt) {
+    auto result = select_runtime(runtimes, r, venv);
+    REQUIRE(std::holds_alternative<Selection>(result));
+    return std::get<Selection>(result).runtime->tag;
+}
+
+SelectionError refuse(const std::vector<Runtime> &runtimes, const Request &r) {
+    auto result = select_runtime(runtimes, r, std::nullopt);
+    REQUIRE(std::holds_alternative<SelectionError>(result));
+    return std::get<SelectionError>(result);
+}
+
+}  // namespace
+
+TEST_CASE("explicit thread modes pick the matching build") {
+    CHECK(pick(kBoth, request(ThreadMode::Gil)) == "cp313");
+    CHECK(pick(kBoth, request(ThreadMode::NoGil)) == "cp313t");
+}
+
+TEST_CASE("auto follows its documented order") {
+    CHECK(pick(kBoth, request(ThreadMode::Auto)) == "cp313");
+    Request gil_off = request(ThreadMode::Auto);
+    gil_off.python_gil_off = true;
+    CHECK(pick(kBoth, gil_off) == "cp313t");
+    CHECK(pick(kBoth, request(ThreadMode::Auto), "cp313t") == "cp313t");
+    CHECK(pick({make("cp313t", "3.13.5", true)}, request(ThreadMode::Auto)) == "cp313t");
+    // PYTHON_GIL=0 with no free-threaded runtime still runs, on the GIL build
+    CHECK(pick({make("cp313", "3.13.5", false)}, gil_off) == "cp313");
+}
+
+TEST_CASE("the newest version wins; manifest order breaks ties") {
+    std::vector<Runtime> runtimes = {make("cp311", "3.11.7", false), make("cp313", "3.13.5", false),
+                                     make("cp312", "3.12.10", false), make("cp313b", "3.13.5", false)};
+    CHECK(pick(runtimes, request(ThreadMode::Auto)) == "cp313");
+    CHECK(pick(runtimes, request(ThreadMode::Gil)) == "cp313");
+    std::vector<Runtime> older_first = {make("cp39", "3.9.18", false), make("cp310", "3.10.13", false)};
+    CHECK(pick(older_first, request(ThreadMode::Auto)) == "cp310");
+}
+
+TEST_CASE("a virtual environment's runtime is preferred when it fits the mode") {
+    CHECK(pick(kBoth, request(ThreadMode::NoGil), "cp313t") == "cp313t");
+    CHECK(pick(kBoth, request(ThreadMode::Gil), "cp313t") == "cp313");
+    CHECK(pick(kBoth, request(ThreadMode::Auto), "unknown") == "cp313");
+}
+
+TEST_CASE("nogil with no free-threaded runtime names what is missing and how to get it") {
+    auto error = refuse({make("cp313", "3.13.5", false)}, request(ThreadMode::NoGil));
+    CHECK(error.message.find("--thread-mode=nogil") != std::string::npos);
+    CHECK(error.message.find("free-threaded") != std::string::npos);
+    CHECK(error.message.find("cp313 (3.13.5, GIL)") != std::string::npos);
+    CHECK(error.hint.find("scripts/bootstrap") != std::string::npos);
+
+    error = refuse({make("cp313t", "3.13.5", true)}, request(ThreadMode::Gil, Source::Environment));
+    CHECK(error.message.find("UNIRUN_THREAD_MODE=gil") != std::string::npos);
+}
+
+TEST_CASE("no runtime at all is an error") {
+    auto error = refuse({}, request(ThreadMode::Auto));
+    CHECK(error.message.find("no CPython runtime") != std::string::npos);
+}
+
+TEST_CASE("runtimes by tag") {
+    Request r = request(ThreadMode::Auto);
+    r.runtime = "cp313t";
+    r.runtime_source = Source::CommandLine;
+    CHECK(pick(kBoth, r) == "cp313t");
+
+    r.runtime = "cp399";
+    auto error = refuse(kBoth, r);
+    CHECK(error.message.find("--runtime=cp399") != std::string::npos);
+    CHECK(error.message.find("cp313t (3.13.5, free-threaded)") != std::string::npos);
+
+    r.runtime_source = Source::Environment;
+    CHECK(refuse(kBoth, r).message.find("UNIRUN_RUNTIME=cp399") != std::string::npos);
+
+    Request conflict = request(ThreadMode::Gil);
+    conflict.runtime = "cp313t";
+    conflict.runtime_source = Source::CommandLine;
+    error = refuse(kBoth, conflict);
+    CHECK(error.message.find("contradicts --thread-mode=gil") != std::string::npos);
+}
+
+TEST_CASE("the manifest parses, and a malformed one is an error") {
+    auto parsed = parse_manifest(
+        R"({"shims": "/src/stdlib-shims", "runtimes": [
+            {"tag": "cp313t", "version": "3.13.5", "free_threaded": true,
+             "python": "/rt/bin/python3.13t", "library": "unirun-runtime-cp313t.so"}]})",
+        "/build");
+    REQUIRE(std::holds_alternative<Manifest>(parsed));
+    const auto &manifest = std::get<Manifest>(parsed);
+    CHECK(manifest.shims_dir == "/src/stdlib-shims");
+    REQUIRE(manifest.runtimes.size() == 1);
+    CHECK(manifest.runtimes[0].free_threaded);
+    CHECK(manifest.runtimes[0].library == "/build/unirun-runtime-cp313t.so");
+
+    CHECK(std::holds_alternative<ManifestError>(parse_manifest("{", "/b")));
+    CHECK(std::holds_alternative<ManifestError>(parse_manifest(R"({"runtimes": []})", "/b")));
+    CHECK(std::holds_alternative<ManifestError>(
+        parse_manifest(R"({"shims": "", "runtimes": [{"tag": 1}]})", "/b")));
+}
+
+TEST_CASE("listings show every runtime and mark the auto choice") {
+    auto table = runtimes_table(kBoth, &kBoth[0]);
+    CHECK(table.find("cp313t") != std::string::npos);
+    CHECK(table.find("free-threaded") != std::string::npos);
+    CHECK(table.find("*") != std::string::npos);
+    auto json = runtimes_json(kBoth);
+    CHECK(json.find("\"free_threaded\": true") != std::string::npos);
+    CHECK(json.find("\"path\": \"/rt/cp313/bin/python\"") != std::string::npos);
+}
