@@ -19,7 +19,9 @@ PyMethodDef methods[] = {
 
 PyModuleDef_Slot slots[] = {
     // Safe in any interpreter, with its own GIL or with none: the module holds no Python state.
+#if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
 #ifdef Py_GIL_DISABLED
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
