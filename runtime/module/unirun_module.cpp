@@ -1,5 +1,10 @@
 #include "module/unirun_module.hpp"
 
+#include "python/future.hpp"
+#include "python/pool.hpp"
+#include "python/ref.hpp"
+#include "python/state.hpp"
+
 namespace unirun::module {
 
 namespace {
@@ -14,36 +19,100 @@ PyObject *runtime_info(PyObject *, PyObject *) {
 PyMethodDef methods[] = {
     {"runtime_info", runtime_info, METH_NOARGS,
      "runtime_info() -> dict: the runtime tag, why the launcher chose it, the launcher's path."},
+    {"_work", python::work, METH_O, "_work(pool): the body of a worker thread (internal)."},
     {nullptr, nullptr, 0, nullptr},
 };
 
+int exec_module(PyObject *module) {
+    auto *state = static_cast<python::ModuleState *>(PyModule_GetState(module));
+    return python::init_state(module, state);
+}
+
+int traverse_module(PyObject *module, visitproc visit, void *arg) {
+    auto *state = static_cast<python::ModuleState *>(PyModule_GetState(module));
+    return state ? python::traverse_state(state, visit, arg) : 0;
+}
+
+int clear_module(PyObject *module) {
+    auto *state = static_cast<python::ModuleState *>(PyModule_GetState(module));
+    if (state) python::clear_state(state);
+    return 0;
+}
+
+void free_module(void *module) { clear_module(static_cast<PyObject *>(module)); }
+
 PyModuleDef_Slot slots[] = {
-    // Safe in any interpreter, with its own GIL or with none: the module holds no Python state.
-#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_exec, reinterpret_cast<void *>(exec_module)},
+    // All state is per module object, so each interpreter (with its own GIL, or none) has its own.
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
-#endif
 #ifdef Py_GIL_DISABLED
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
     {0, nullptr},
 };
 
-PyModuleDef definition = {
-    PyModuleDef_HEAD_INIT,
-    "_unirun",
-    "Native side of unirun: runtime facts and the scheduler.",
-    0,
-    methods,
-    slots,
-    nullptr,
-    nullptr,
-    nullptr,
-};
-
 }  // namespace
 
 void set_runtime_facts(RuntimeFacts facts) { g_facts = std::move(facts); }
 
-PyObject *init() { return PyModuleDef_Init(&definition); }
+PyObject *init() { return PyModuleDef_Init(&python::module_definition); }
 
 }  // namespace unirun::module
+
+namespace unirun::python {
+
+PyModuleDef module_definition = {
+    PyModuleDef_HEAD_INIT,
+    "_unirun",
+    "Native side of unirun: runtime facts and the scheduler.",
+    sizeof(ModuleState),
+    module::methods,
+    module::slots,
+    module::traverse_module,
+    module::clear_module,
+    module::free_module,
+};
+
+ModuleState *state_of(PyTypeObject *type) {
+    PyObject *module = PyType_GetModuleByDef(type, &module_definition);
+    return module ? static_cast<ModuleState *>(PyModule_GetState(module)) : nullptr;
+}
+
+int init_state(PyObject *module, ModuleState *state) {
+    static const char *names[] = {"PENDING", "RUNNING", "CANCELLED", "CANCELLED_AND_NOTIFIED",
+                                  "FINISHED"};
+    Ref base = Ref::steal(PyImport_ImportModule("concurrent.futures._base"));
+    if (!base) return -1;
+    for (int i = 0; i < 5; ++i)
+        if (!(state->state_names[i] = PyObject_GetAttrString(base.get(), names[i]))) return -1;
+    if (!(state->cancelled_error = PyObject_GetAttrString(base.get(), "CancelledError"))) return -1;
+    if (!(state->invalid_state_error = PyObject_GetAttrString(base.get(), "InvalidStateError")))
+        return -1;
+    if (!(state->future_type = make_future_type(module))) return -1;
+    if (!(state->pool_type = make_pool_type(module))) return -1;
+    if (PyModule_AddObjectRef(module, "Future", state->future_type) < 0) return -1;
+    if (PyModule_AddObjectRef(module, "Pool", state->pool_type) < 0) return -1;
+    if (!(state->work = PyObject_GetAttrString(module, "_work"))) return -1;
+    return 0;
+}
+
+int traverse_state(ModuleState *state, visitproc visit, void *arg) {
+    Py_VISIT(state->future_type);
+    Py_VISIT(state->pool_type);
+    for (auto *name : state->state_names) Py_VISIT(name);
+    Py_VISIT(state->cancelled_error);
+    Py_VISIT(state->invalid_state_error);
+    Py_VISIT(state->work);
+    return 0;
+}
+
+void clear_state(ModuleState *state) {
+    Py_CLEAR(state->future_type);
+    Py_CLEAR(state->pool_type);
+    for (auto *&name : state->state_names) Py_CLEAR(name);
+    Py_CLEAR(state->cancelled_error);
+    Py_CLEAR(state->invalid_state_error);
+    Py_CLEAR(state->work);
+}
+
+}  // namespace unirun::python

@@ -1,0 +1,351 @@
+#include "python/pool.hpp"
+
+#include "python/call.hpp"
+#include "python/future.hpp"
+#include "python/state.hpp"
+
+#include <marshal.h>
+
+#include <atomic>
+#include <new>
+
+namespace unirun::python {
+
+namespace {
+
+enum class PoolKind { Threads, Interpreters };
+
+struct PoolObject {
+    PyObject_HEAD
+    std::shared_ptr<scheduler::Pool> core;  // placement-constructed
+    PoolKind kind;
+    PyObject *threads;       // list of threading.Thread workers
+    PyObject *name_prefix;   // str
+    PyObject *spawn_error;   // the exception of the last failed worker start, if any
+    std::atomic<int> *spawned;
+};
+
+PoolObject *as_pool(PyObject *self) { return reinterpret_cast<PoolObject *>(self); }
+
+// Starts one worker: threading.Thread(target=_unirun._work, args=(pool,), name=...).
+// Runs attached to the pool's interpreter (the submitting thread).
+bool spawn_worker(PyObject *self) {
+    PoolObject *pool = as_pool(self);
+    int index = pool->spawned->fetch_add(1);
+    Ref name = Ref::steal(PyUnicode_FromFormat("%U_%d", pool->name_prefix, index));
+    Ref args = name ? Ref::steal(Py_BuildValue("(OO)", self, name.get())) : Ref();
+    Ref thread = args ? call_native("start_worker", args.get()) : Ref();
+    if (!thread || PyList_Append(pool->threads, thread.get()) < 0) {
+        Py_XSETREF(pool->spawn_error, PyErr_GetRaisedException());
+        return false;
+    }
+    return true;
+}
+
+PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
+    static const char *keywords[] = {"kind", "max_workers", "name_prefix", nullptr};
+    const char *kind;
+    Py_ssize_t max_workers;
+    PyObject *name_prefix;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "snU:Pool", const_cast<char **>(keywords), &kind,
+                                     &max_workers, &name_prefix))
+        return nullptr;
+    PoolKind pool_kind;
+    if (std::string_view(kind) == "threads") {
+        pool_kind = PoolKind::Threads;
+    } else if (std::string_view(kind) == "interpreters") {
+        pool_kind = PoolKind::Interpreters;
+    } else {
+        PyErr_Format(PyExc_ValueError, "Pool kind must be 'threads' or 'interpreters', not %R",
+                     PyTuple_GET_ITEM(args, 0));
+        return nullptr;
+    }
+    if (max_workers <= 0) {
+        PyErr_SetString(PyExc_ValueError, "max_workers must be greater than 0");
+        return nullptr;
+    }
+    PyObject *self = type->tp_alloc(type, 0);
+    if (!self) return nullptr;
+    PoolObject *pool = as_pool(self);
+    pool->kind = pool_kind;
+    pool->name_prefix = Py_NewRef(name_prefix);
+    pool->threads = PyList_New(0);
+    pool->spawned = new std::atomic<int>(0);
+    // The spawner holds the Python object weakly: threads hold it strongly while they run.
+    new (&pool->core) std::shared_ptr<scheduler::Pool>(std::make_shared<scheduler::Pool>(
+        static_cast<size_t>(max_workers),
+        [self](const std::shared_ptr<scheduler::Pool> &) { return spawn_worker(self); }));
+    if (!pool->threads) {
+        Py_DECREF(self);
+        return nullptr;
+    }
+    return self;
+}
+
+int pool_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(as_pool(self)->threads);
+    Py_VISIT(as_pool(self)->spawn_error);
+    return 0;
+}
+
+int pool_clear(PyObject *self) {
+    Py_CLEAR(as_pool(self)->threads);
+    Py_CLEAR(as_pool(self)->spawn_error);
+    return 0;
+}
+
+void pool_dealloc(PyObject *self) {
+    PyTypeObject *type = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    PyObject_ClearWeakRefs(self);
+    PoolObject *pool = as_pool(self);
+    // Workers hold the pool object while they run, so none is left: unqueued tasks go with it.
+    for (auto &task : pool->core->shutdown(true)) task->skip();
+    pool_clear(self);
+    Py_CLEAR(pool->name_prefix);
+    pool->core.~shared_ptr();
+    delete pool->spawned;
+    type->tp_free(self);
+    Py_DECREF(type);
+}
+
+PyObject *shut_down_error() {
+    PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
+    return nullptr;
+}
+
+// submit(fn, args, kwargs) -> Future. For interpreter pools the call is pickled here, so an
+// unpicklable callable or argument fails at once, in the caller.
+PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3 || !PyTuple_Check(args[1]) || (args[2] != Py_None && !PyDict_Check(args[2]))) {
+        PyErr_SetString(PyExc_TypeError, "submit(fn, args: tuple, kwargs: dict | None)");
+        return nullptr;
+    }
+    PoolObject *pool = as_pool(self);
+    PyObject *kwargs = args[2] == Py_None ? nullptr : args[2];
+    if (pool->core->is_shut_down()) return shut_down_error();
+    CallPtr call;
+    if (pool->kind == PoolKind::Threads) {
+        call = std::make_shared<Call>(Call::Kind::Thread);
+        call->set_call(args[0], args[1], kwargs);
+    } else {
+        Ref packed = Ref::steal(PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
+        Ref payload = packed ? call_native("dumps_call", packed.get()) : Ref();
+        if (!payload) return nullptr;
+        char *data;
+        Py_ssize_t size;
+        if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) return nullptr;
+        call = std::make_shared<Call>(Call::Kind::Interpreter);
+        call->set_payload(std::string(data, static_cast<size_t>(size)));
+    }
+    ModuleState *state = state_of(Py_TYPE(self));
+    Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(state->future_type), call));
+    if (!future) return nullptr;
+    if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error();
+    if (pool->spawn_error && pool->core->counters().workers_alive == 0 &&
+        PyList_GET_SIZE(pool->threads) == 0) {
+        // No worker exists and none could be started: end this future and say why.
+        call->cancel(future.get());
+        call->skip();
+        PyObject *error = std::exchange(pool->spawn_error, nullptr);
+        PyErr_SetRaisedException(error);
+        return nullptr;
+    }
+    return future.release();
+}
+
+// shutdown(cancel_futures): stop taking work; cancel what is queued if asked. The caller joins
+// the worker threads (they leave once the queue is empty).
+PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
+    int cancel = PyObject_IsTrue(cancel_futures);
+    if (cancel < 0) return nullptr;
+    for (auto &task : as_pool(self)->core->shutdown(cancel)) task->skip();
+    Py_RETURN_NONE;
+}
+
+PyObject *pool_counters(PyObject *self, PyObject *) {
+    scheduler::Counters c = as_pool(self)->core->counters();
+    return Py_BuildValue(
+        "{s:K, s:K, s:K, s:K, s:K, s:K, s:K, s:K, s:K}", "submitted", c.submitted, "started",
+        c.started, "completed", c.completed, "failed", c.failed, "cancelled", c.cancelled,
+        "queue_depth", c.queue_depth, "workers_alive", c.workers_alive, "workers_busy",
+        c.workers_busy, "workers_started", c.workers_started);
+}
+
+PyObject *pool_get_threads(PyObject *self, void *) {
+    return PyList_GetSlice(as_pool(self)->threads, 0, PY_SSIZE_T_MAX);
+}
+
+PyObject *pool_get_max_workers(PyObject *self, void *) {
+    return PyLong_FromSize_t(as_pool(self)->core->max_workers());
+}
+
+PyObject *pool_get_kind(PyObject *self, void *) {
+    return PyUnicode_FromString(as_pool(self)->kind == PoolKind::Threads ? "threads" : "interpreters");
+}
+
+PyObject *pool_get_shut_down(PyObject *self, void *) {
+    return PyBool_FromLong(as_pool(self)->core->is_shut_down());
+}
+
+PyMethodDef pool_methods[] = {
+    {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(pool_submit)),
+     METH_FASTCALL, "submit(fn, args, kwargs) -> Future"},
+    {"shutdown", pool_shutdown, METH_O, "shutdown(cancel_futures): stop taking work"},
+    {"counters", pool_counters, METH_NOARGS, "the scheduler's counters, as a dict"},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyGetSetDef pool_getset[] = {
+    {"threads", pool_get_threads, nullptr, "the worker threads started so far", nullptr},
+    {"max_workers", pool_get_max_workers, nullptr, "the most workers this pool starts", nullptr},
+    {"kind", pool_get_kind, nullptr, "'threads' or 'interpreters'", nullptr},
+    {"is_shut_down", pool_get_shut_down, nullptr, "True once shutdown() was called", nullptr},
+    {nullptr, nullptr, nullptr, nullptr, nullptr},
+};
+
+PyType_Slot pool_slots[] = {
+    {Py_tp_new, reinterpret_cast<void *>(pool_new)},
+    {Py_tp_dealloc, reinterpret_cast<void *>(pool_dealloc)},
+    {Py_tp_traverse, reinterpret_cast<void *>(pool_traverse)},
+    {Py_tp_clear, reinterpret_cast<void *>(pool_clear)},
+    {Py_tp_methods, pool_methods},
+    {Py_tp_getset, pool_getset},
+    {Py_tp_doc, const_cast<char *>("Pool(kind, max_workers, name_prefix): unirun's scheduler.")},
+    {0, nullptr},
+};
+
+PyType_Spec pool_spec = {
+    "_unirun.Pool",
+    sizeof(PoolObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_MANAGED_WEAKREF,
+    pool_slots,
+};
+
+scheduler::ParkHooks park_hooks(PyThreadState **saved) {
+    return {[saved] { *saved = PyEval_SaveThread(); }, [saved] { PyEval_RestoreThread(*saved); }};
+}
+
+void work_in_this_interpreter(PoolObject *pool) {
+    WorkerContext context;
+    context.home = PyThreadState_Get();
+    current_worker = &context;
+    PyThreadState *saved = nullptr;
+    pool->core->work(park_hooks(&saved));
+    current_worker = nullptr;
+}
+
+// What a new subinterpreter needs from its creator: sys.path and how to find __main__.
+bool worker_init_data(std::string *out) {
+    Ref info = call_native("worker_init_info", nullptr);
+    Ref data = info ? Ref::steal(PyMarshal_WriteObjectToString(info.get(), Py_MARSHAL_VERSION)) : Ref();
+    char *bytes;
+    Py_ssize_t size;
+    if (!data || PyBytes_AsStringAndSize(data.get(), &bytes, &size) < 0) return false;
+    out->assign(bytes, static_cast<size_t>(size));
+    return true;
+}
+
+// In the new subinterpreter: sys.path as the creator's, then unirun._native.prepare_worker.
+Ref prepare_subinterpreter(const std::string &init) {
+    Ref info = Ref::steal(PyMarshal_ReadObjectFromString(init.data(), static_cast<Py_ssize_t>(init.size())));
+    if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) < 1) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "bad worker init data");
+        return {};
+    }
+    PyObject *path = PySys_GetObject("path");
+    if (!path || PyList_SetSlice(path, 0, PY_SSIZE_T_MAX, PyTuple_GET_ITEM(info.get(), 0)) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no sys.path");
+        return {};
+    }
+    Ref args = Ref::steal(PyTuple_Pack(1, info.get()));
+    if (!args || !call_native("prepare_worker", args.get())) return {};
+    Ref module = Ref::steal(PyImport_ImportModule("unirun._native"));
+    return module ? Ref::steal(PyObject_GetAttrString(module.get(), "run_call")) : Ref();
+}
+
+std::string describe_current_error(const char *what) {
+    Ref exception = Ref::steal(PyErr_GetRaisedException());
+    Ref text = exception ? Ref::steal(PyObject_Str(exception.get())) : Ref();
+    std::string message = what;
+    if (exception) {
+        message += ": ";
+        message += Py_TYPE(exception.get())->tp_name;
+        const char *utf8 = text ? PyUnicode_AsUTF8(text.get()) : nullptr;
+        if (utf8 && *utf8) message += std::string(": ") + utf8;
+    }
+    PyErr_Clear();
+    return message;
+}
+
+void work_in_subinterpreter(PoolObject *pool) {
+    WorkerContext context;
+    context.home = PyThreadState_Get();
+    context.in_subinterpreter = true;
+
+    std::string init;
+    if (!worker_init_data(&init)) {
+        context.broken = describe_current_error("cannot prepare an interpreter worker");
+        current_worker = &context;
+        PyThreadState *saved = nullptr;
+        pool->core->work(park_hooks(&saved));
+        current_worker = nullptr;
+        return;
+    }
+
+    PyInterpreterConfig config = {};
+    config.use_main_obmalloc = 0;
+    config.allow_fork = 0;
+    config.allow_exec = 0;
+    config.allow_threads = 1;
+    config.allow_daemon_threads = 0;
+    config.check_multi_interp_extensions = 1;
+    config.gil = PyInterpreterConfig_OWN_GIL;
+    PyThreadState *sub = nullptr;
+    PyStatus status = Py_NewInterpreterFromConfig(&sub, &config);
+    if (PyStatus_Exception(status)) {  // still attached to home: fail the work, not the process
+        context.broken = std::string("cannot create a subinterpreter: ") +
+                         (status.err_msg ? status.err_msg : "unknown error");
+        context.in_subinterpreter = false;
+        current_worker = &context;
+        PyThreadState *saved = nullptr;
+        pool->core->work(park_hooks(&saved));
+        current_worker = nullptr;
+        return;
+    }
+    Ref run_call = prepare_subinterpreter(init);
+    if (!run_call) context.broken = describe_current_error("the interpreter worker could not start");
+    context.run_call = run_call.get();
+    current_worker = &context;
+    PyThreadState *saved = nullptr;
+    pool->core->work(park_hooks(&saved));
+    current_worker = nullptr;
+    run_call = Ref();
+    if (!call_native("worker_exit", nullptr)) PyErr_Clear();
+    Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
+    PyEval_RestoreThread(context.home);
+}
+
+}  // namespace
+
+PyObject *make_pool_type(PyObject *module) {
+    return PyType_FromModuleAndSpec(module, &pool_spec, nullptr);
+}
+
+PyObject *work(PyObject *module, PyObject *pool_object) {
+    ModuleState *state = static_cast<ModuleState *>(PyModule_GetState(module));
+    if (!PyObject_TypeCheck(pool_object, reinterpret_cast<PyTypeObject *>(state->pool_type))) {
+        PyErr_SetString(PyExc_TypeError, "_work() needs a _unirun.Pool");
+        return nullptr;
+    }
+    PoolObject *pool = as_pool(pool_object);
+    if (pool->kind == PoolKind::Threads)
+        work_in_this_interpreter(pool);
+    else
+        work_in_subinterpreter(pool);
+    Py_RETURN_NONE;
+}
+
+}  // namespace unirun::python

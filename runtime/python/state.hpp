@@ -1,0 +1,26 @@
+// Per-interpreter state of the _unirun module (multi-phase init: one copy per interpreter).
+#pragma once
+
+#include <Python.h>
+
+namespace unirun::python {
+
+struct ModuleState {
+    PyObject *future_type;          // _unirun.Future
+    PyObject *pool_type;            // _unirun.Pool
+    PyObject *state_names[5];       // concurrent.futures' PENDING ... FINISHED, by Task::State
+    PyObject *cancelled_error;      // concurrent.futures.CancelledError
+    PyObject *invalid_state_error;  // concurrent.futures.InvalidStateError
+    PyObject *work;                 // _unirun._work, the worker threads' target
+};
+
+extern PyModuleDef module_definition;
+
+// The state of the _unirun module that defined `type` (or one of its bases).
+ModuleState *state_of(PyTypeObject *type);
+
+int init_state(PyObject *module, ModuleState *state);
+int traverse_state(ModuleState *state, visitproc visit, void *arg);
+void clear_state(ModuleState *state);
+
+}  // namespace unirun::python

@@ -1,0 +1,106 @@
+"""concurrent.futures executors served by unirun's native scheduler (the _unirun module).
+
+ThreadExecutor runs calls on native worker threads of this interpreter; InterpreterExecutor
+runs them on native workers that each own a subinterpreter with its own GIL. Both return
+concurrent.futures.Future objects (a native subclass), so wait(), as_completed() and
+asyncio.wrap_future() work unchanged.
+"""
+
+import concurrent.futures
+import itertools
+import os
+import threading
+import weakref
+
+import _unirun
+
+__all__ = ["ThreadExecutor", "InterpreterExecutor"]
+
+_counter = itertools.count()
+
+
+def _cpu_count():
+    count = getattr(os, "process_cpu_count", os.cpu_count)()
+    return count or 1
+
+
+class _NativeExecutor(concurrent.futures.Executor):
+    _kind = None
+
+    def __init__(self, max_workers=None, thread_name_prefix=""):
+        if max_workers is None:
+            max_workers = self._default_workers()
+        if not isinstance(max_workers, int) or isinstance(max_workers, bool):
+            raise TypeError(f"max_workers must be an int, not {type(max_workers).__name__}")
+        if max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        prefix = thread_name_prefix or f"{type(self).__name__}-{next(_counter)}"
+        self._pool = _unirun.Pool(self._kind, max_workers, prefix)
+        self._max_workers = max_workers
+        # When the executor is dropped without shutdown, its idle workers leave (as
+        # ThreadPoolExecutor's do); queued work still runs.
+        weakref.finalize(self, self._pool.shutdown, False)
+
+    @staticmethod
+    def _default_workers():
+        raise NotImplementedError
+
+    def submit(self, fn, /, *args, **kwargs):
+        return self._pool.submit(fn, args, kwargs or None)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._pool.shutdown(cancel_futures)
+        if wait:
+            current = threading.current_thread()
+            for thread in self._pool.threads:
+                if thread is not current:  # shutdown from inside one of our own tasks
+                    thread.join()
+
+    def stats(self):
+        """The scheduler's counters: submitted, started, completed, failed, cancelled,
+        queue_depth, workers_alive, workers_busy, workers_started."""
+        return self._pool.counters()
+
+
+class ThreadExecutor(_NativeExecutor):
+    """Native worker threads in this interpreter (parallel on a free-threaded build)."""
+
+    _kind = "threads"
+
+    @staticmethod
+    def _default_workers():
+        return min(32, _cpu_count() + 4)  # ThreadPoolExecutor's default
+
+
+def _run_chunk(fn, chunk):
+    return [fn(*args) for args in chunk]
+
+
+class InterpreterExecutor(_NativeExecutor):
+    """Native workers that each own a subinterpreter with its own GIL.
+
+    The callable and its arguments travel by pickle, so they must be importable by name
+    (module-level functions, including those of the main script) and picklable.
+    """
+
+    _kind = "interpreters"
+
+    @staticmethod
+    def _default_workers():
+        return _cpu_count()
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """Like Executor.map; chunksize > 1 sends calls in batches, as ProcessPoolExecutor."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return super().map(fn, *iterables, timeout=timeout)
+        chunks = _chunks(zip(*iterables), chunksize)
+        results = super().map(_run_chunk, itertools.repeat(fn), chunks, timeout=timeout)
+        return itertools.chain.from_iterable(results)
+
+
+def _chunks(iterable, size):
+    iterator = iter(iterable)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk

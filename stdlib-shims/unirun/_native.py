@@ -1,0 +1,234 @@
+"""Python half of the native scheduler (_unirun): what is simpler said in Python.
+
+Called from C: starting worker threads, notifying Python observers of a future, and moving
+calls, results and exceptions between interpreters. Nothing here is public API.
+"""
+
+import marshal
+import pickle
+import sys
+import threading
+import traceback
+
+__all__ = []
+
+# --- worker threads ---------------------------------------------------------------------
+
+_live_pools = None  # weakref.WeakSet of pools to stop at interpreter exit, made on first use
+
+
+def start_worker(pool, name):
+    """Start one worker thread of `pool`, visible to threading like any other thread."""
+    import _unirun
+
+    _register_exit()
+    _live_pools.add(pool)
+    thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
+    thread.start()  # last: once the thread runs, the pool counts it
+    return thread
+
+
+def _register_exit():
+    global _live_pools
+    if _live_pools is None:
+        import weakref
+
+        _live_pools = weakref.WeakSet()
+        # Runs before threading joins non-daemon threads (as ThreadPoolExecutor's hook does):
+        # workers finish what is queued, then leave, and the join returns.
+        threading._register_atexit(_stop_all_pools)
+
+
+def _stop_all_pools():
+    for pool in list(_live_pools):
+        pool.shutdown(False)
+
+
+# --- futures ----------------------------------------------------------------------------
+
+
+def _notify(future, event):
+    """Tell Python observers of `future` what happened, as concurrent.futures.Future does."""
+    condition = future._condition
+    with condition:
+        if event in ("result", "exception", "cancelled"):
+            for waiter in future._waiters:
+                getattr(waiter, "add_" + event)(future)
+        condition.notify_all()
+    if event in ("result", "exception", "cancel"):
+        future._invoke_callbacks()
+
+
+def log_callback_error(future, exception):
+    from concurrent.futures._base import LOGGER
+
+    LOGGER.error("exception calling callback for %r", future, exc_info=exception)
+
+
+def broken_error(message):
+    from concurrent.futures import BrokenExecutor
+
+    return BrokenExecutor(message)
+
+
+# --- moving calls between interpreters --------------------------------------------------
+
+_HOW_TO_FIX = (
+    "interpreter workers receive the callable and its arguments by pickle: define the "
+    "function at module level in an importable module or the main script, pass picklable "
+    "arguments, or use the threads flavor"
+)
+
+
+def dumps_call(fn, args, kwargs):
+    """Pickle a call for an interpreter worker; name the culprit if it cannot be pickled."""
+    try:
+        return pickle.dumps((fn, args, kwargs), protocol=5)
+    except Exception as exc:
+        parts = [("callable", fn)]
+        parts += [(f"argument {i}", a) for i, a in enumerate(args)]
+        parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
+        for what, value in parts:
+            try:
+                pickle.dumps(value, protocol=5)
+            except Exception as inner:
+                raise TypeError(
+                    f"cannot send {what} {_short_repr(value)} to an interpreter worker: "
+                    f"{inner}; {_HOW_TO_FIX}"
+                ) from inner
+        raise TypeError(f"cannot send the call to an interpreter worker: {exc}; {_HOW_TO_FIX}") from exc
+
+
+def _short_repr(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+# Results of these exact types travel by marshal, which is several times cheaper than pickle
+# for them and exact for them; anything else goes by pickle protocol 5.
+_MARSHAL_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _dumps_value(value):
+    if type(value) in _MARSHAL_TYPES:
+        return b"M" + marshal.dumps(value)
+    return b"P" + pickle.dumps(value, protocol=5)
+
+
+def _loads_value(data):
+    if data[:1] == b"M":
+        return marshal.loads(memoryview(data)[1:])
+    return pickle.loads(memoryview(data)[1:])
+
+
+class RemoteTraceback(Exception):
+    """The worker's formatted traceback, attached as __cause__ of a re-raised exception."""
+
+    def __init__(self, tb):
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self):
+        return self.tb
+
+
+class WorkerError(Exception):
+    """Stands for a worker's exception that could not be sent back as itself."""
+
+
+def run_call(payload):
+    """In an interpreter worker: run one pickled call; return (ok, bytes)."""
+    try:
+        fn, args, kwargs = pickle.loads(payload)
+    except BaseException as exc:
+        _explain_load_failure(exc)
+        return False, _dumps_exception(exc)
+    try:
+        result = fn(*args, **(kwargs or {}))
+    except BaseException as exc:
+        return False, _dumps_exception(exc)
+    finally:
+        del fn, args, kwargs
+    try:
+        return True, _dumps_value(result)
+    except Exception as exc:
+        error = TypeError(f"the result {_short_repr(result)} cannot be sent back from the "
+                          f"interpreter worker: {exc}")
+        return False, _dumps_exception(error)
+
+
+def _explain_load_failure(exc):
+    if isinstance(exc, ImportError) and "does not support loading in subinterpreters" in str(exc):
+        exc.msg = (f"{exc.msg}: module {exc.name!r} refuses to run in a subinterpreter; run this "
+                   "task with the threads or processes flavor instead")
+        exc.args = (exc.msg,)
+    elif isinstance(exc, (AttributeError, ImportError)):
+        exc.add_note("unirun: the interpreter worker could not load the callable; functions must "
+                     "be importable by name (code given with -c or typed at the REPL is not)")
+
+
+def _dumps_exception(exc):
+    tb = "".join(traceback.format_exception(exc))
+    try:
+        data = pickle.dumps((exc, tb), protocol=5)
+        pickle.loads(data)  # some exceptions pickle but cannot be rebuilt: find out here
+        return data
+    except Exception:
+        stand_in = WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+        return pickle.dumps((stand_in, tb), protocol=5)
+
+
+def loads_outcome(ok, data):
+    """In the caller's interpreter: the value, or the exception with the worker's traceback."""
+    if ok:
+        return _loads_value(data)
+    exc, tb = pickle.loads(data)
+    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
+    return exc
+
+
+def worker_exit():
+    """In a subinterpreter about to end: let threading forget this thread while its module
+    is still intact (its dummy-thread cleanup would otherwise run during teardown)."""
+    local = threading._thread_local_info
+    if hasattr(local, "_track_dummy_thread_ref"):
+        del local._track_dummy_thread_ref
+
+
+# --- starting an interpreter worker -----------------------------------------------------
+
+
+def worker_init_info():
+    """What a new subinterpreter needs from its creator (marshalled by C)."""
+    main = sys.modules.get("__main__")
+    main_path = getattr(main, "__file__", None)
+    spec = getattr(main, "__spec__", None)
+    main_name = spec.name if spec is not None else None
+    if main_path is not None and not isinstance(main_path, str):
+        main_path = None
+    sys.modules.setdefault("__mp_main__", main)  # results may name classes of __mp_main__
+    worker_name = threading.current_thread().name
+    return (tuple(p for p in sys.path if isinstance(p, str)), main_path, main_name, worker_name)
+
+
+def prepare_worker(info):
+    """In a new subinterpreter: make the program's __main__ importable, as multiprocessing's
+    spawn does, under the name __mp_main__ so its `if __name__ == "__main__"` block stays
+    asleep."""
+    _, main_path, main_name, worker_name = info
+    import runpy
+    import types
+
+    # This OS thread is the worker thread its creator sees; give it the same name here.
+    threading.current_thread().name = worker_name
+
+    if main_name is not None and main_name != "__main__":
+        # Started with -m: run the module under the other name.
+        namespace = runpy.run_module(main_name, run_name="__mp_main__", alter_sys=False)
+    elif main_path is not None and main_path.endswith(".py"):
+        namespace = runpy.run_path(main_path, run_name="__mp_main__")
+    else:
+        return  # -c, stdin or the REPL: nothing importable to load
+    module = types.ModuleType("__mp_main__")
+    module.__dict__.update(namespace)
+    sys.modules["__main__"] = sys.modules["__mp_main__"] = module
