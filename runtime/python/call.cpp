@@ -6,6 +6,20 @@ namespace unirun::python {
 
 thread_local WorkerContext *current_worker = nullptr;
 
+namespace {
+
+const char *event_name(Call::Event event) {
+    switch (event) {
+        case Call::Event::Result: return "result";
+        case Call::Event::Exception: return "exception";
+        case Call::Event::Cancel: return "cancel";
+        case Call::Event::Cancelled: break;
+    }
+    return "cancelled";
+}
+
+}  // namespace
+
 Ref call_native(const char *name, PyObject *args) {
     Ref module = Ref::steal(PyImport_ImportModule("unirun._native"));
     if (!module) return {};
@@ -16,7 +30,7 @@ Ref call_native(const char *name, PyObject *args) {
 
 Call::~Call() {
     // Only thread-kind and manual calls hold Python objects, and those are released attached
-    // to the owner (see call.hpp). future_ is always consumed by the final notification.
+    // to the owner (see call.hpp). future_ is always released by the final state change.
     Py_XDECREF(fn_);
     Py_XDECREF(args_);
     Py_XDECREF(kwargs_);
@@ -34,34 +48,89 @@ bool Call::is_done() const {
     return done_locked();
 }
 
-PyObject *Call::complete_locked(State final_state) {
-    set_state(final_state);
-    PyObject *future = nullptr;
-    if (observed_) future = std::exchange(future_, nullptr);
-    return future;
+Call::Commit Call::commit_locked(Event event, PyObject **release) {
+    switch (event) {
+        case Event::Result:
+        case Event::Exception:
+            if (!transition(Pending, Finished) && !transition(Running, Finished)) return Refused;
+            break;
+        case Event::Cancel: {
+            auto s = state();
+            if (s == Cancelled && !cancel_announced_) {
+                cancel_announced_ = true;  // cancelled by shutdown: announce it now
+                return Changed;
+            }
+            if (s == Cancelled || s == CancelledNotified) return Already;
+            if (!try_cancel()) return Refused;
+            cancel_announced_ = true;
+            return Changed;  // not final: the Cancelled event still follows
+        }
+        case Event::Cancelled:
+            if (!transition(Cancelled, CancelledNotified)) return Refused;
+            break;
+    }
+    *release = std::exchange(future_, nullptr);
+    return Changed;
 }
 
-// Runs unirun._native._notify(future, event) attached to the owner interpreter.
-void Call::notify(PyObject *future, const char *event, bool consume) {
-    if (!future) return;
-    Ref args = Ref::steal(Py_BuildValue("(Os)", future, event));
-    Ref result = args ? call_native("_notify", args.get()) : Ref();
-    if (!result) PyErr_WriteUnraisable(future);
-    if (consume) Py_DECREF(future);
+Call::Commit Call::commit_from_python(Event event) {
+    PyObject *release = nullptr;
+    Commit result;
+    {
+        std::lock_guard lock(mutex_);
+        result = commit_locked(event, &release);
+    }
+    if (result == Changed) done_cv_.notify_all();
+    Py_XDECREF(release);  // the caller (_complete) holds its own reference
+    return result;
 }
 
-bool Call::finish_local(PyObject *value, bool is_exception) {
+Call::Commit Call::change(Event event, PyObject *future_hint) {
     PyObject *future;
+    {
+        std::lock_guard lock(mutex_);
+        if (!observed_) {
+            PyObject *release = nullptr;
+            Commit result = commit_locked(event, &release);
+            if (result == Changed) done_cv_.notify_all();
+            return result;
+        }
+        future = Py_NewRef(future_ ? future_ : future_hint);
+    }
+    Commit result;
+    if (current_worker && current_worker->in_subinterpreter) {
+        SwitchTo owner(current_worker->home);
+        result = change_observed(event, future);
+        Py_DECREF(future);
+    } else {
+        result = change_observed(event, future);
+        Py_DECREF(future);
+    }
+    return result;
+}
+
+// Attached to the owner: unirun._native._complete takes the future's condition, commits, and
+// notifies waiters and callbacks exactly as concurrent.futures.Future does.
+Call::Commit Call::change_observed(Event event, PyObject *future) {
+    Ref args = Ref::steal(Py_BuildValue("(Os)", future, event_name(event)));
+    Ref result = args ? call_native("_complete", args.get()) : Ref();
+    if (result) {
+        long value = PyLong_AsLong(result.get());
+        if (value >= 0) return static_cast<Commit>(value);
+    }
+    // The notification failed (out of memory, say): the state change itself must not be lost.
+    PyErr_WriteUnraisable(future);
+    return commit_from_python(event);
+}
+
+bool Call::finish_local(PyObject *future, PyObject *value, bool is_exception) {
     {
         std::lock_guard lock(mutex_);
         if (done_locked()) return false;
         outcome_ = is_exception ? Outcome::Exception : Outcome::Value;
-        value_ = Py_NewRef(value);
-        future = complete_locked(Finished);
+        Py_XSETREF(value_, Py_NewRef(value));
     }
-    done_cv_.notify_all();
-    notify(future, is_exception ? "exception" : "result", true);
-    return true;
+    return change(is_exception ? Event::Exception : Event::Result, future) == Changed;
 }
 
 bool Call::run() {
@@ -79,10 +148,10 @@ bool Call::run_local() {
     Py_CLEAR(kwargs_);
     if (!result) {
         Ref exception = Ref::steal(PyErr_GetRaisedException());
-        finish_local(exception.get(), true);
+        finish_local(nullptr, exception.get(), true);
         return false;
     }
-    finish_local(result.get(), false);
+    finish_local(nullptr, result.get(), false);
     return true;
 }
 
@@ -92,92 +161,44 @@ bool Call::run_remote() {
     Ref payload = Ref::steal(PyBytes_FromStringAndSize(payload_.data(), payload_.size()));
     std::string().swap(payload_);
     Ref out = payload ? Ref::steal(PyObject_CallOneArg(worker->run_call, payload.get())) : Ref();
-    bool ok = false;
-    std::string data;
-    if (out && PyTuple_Check(out.get()) && PyTuple_GET_SIZE(out.get()) == 2 &&
-        PyBytes_Check(PyTuple_GET_ITEM(out.get(), 1))) {
-        ok = PyObject_IsTrue(PyTuple_GET_ITEM(out.get(), 0));
-        PyObject *bytes = PyTuple_GET_ITEM(out.get(), 1);
-        data.assign(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
-    } else {
-        // run_call itself failed (out of memory, say): report it as a broken worker
-        PyErr_Clear();
+    if (!out || !PyTuple_Check(out.get()) || PyTuple_GET_SIZE(out.get()) != 2 ||
+        !PyBytes_Check(PyTuple_GET_ITEM(out.get(), 1))) {
+        PyErr_Clear();  // run_call itself failed (out of memory, say)
         fail_broken("the interpreter worker failed while running the task");
         return false;
     }
-    out = Ref();
-    payload = Ref();
-    PyObject *future;
+    bool ok = PyObject_IsTrue(PyTuple_GET_ITEM(out.get(), 0));
+    PyObject *bytes = PyTuple_GET_ITEM(out.get(), 1);
     {
         std::lock_guard lock(mutex_);
         outcome_ = ok ? Outcome::RemoteValue : Outcome::RemoteException;
-        remote_ = std::move(data);
-        future = complete_locked(Finished);
+        remote_.assign(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
     }
-    done_cv_.notify_all();
-    if (future) {
-        SwitchTo owner(worker->home);
-        notify(future, ok ? "result" : "exception", true);
-    }
+    out = Ref();
+    change(ok ? Event::Result : Event::Exception, nullptr);
     return ok;
 }
 
 void Call::fail_broken(const std::string &message) {
-    PyObject *future;
     {
         std::lock_guard lock(mutex_);
         if (done_locked()) return;
         outcome_ = Outcome::Broken;
         remote_ = message;
-        future = complete_locked(Finished);
     }
-    done_cv_.notify_all();
-    if (!future) return;
-    if (current_worker && current_worker->in_subinterpreter) {
-        SwitchTo owner(current_worker->home);
-        notify(future, "exception", true);
-    } else {
-        notify(future, "exception", true);
-    }
+    change(Event::Exception, nullptr);
 }
 
 void Call::skip() {
-    PyObject *future;
-    bool announce;
-    {
-        std::lock_guard lock(mutex_);
-        if (state() != Cancelled) return;
-        announce = !cancel_announced_;
-        cancel_announced_ = true;
-        future = complete_locked(CancelledNotified);
-    }
-    done_cv_.notify_all();
-    if (!future) return;
-    auto deliver = [&] {
-        if (announce) notify(future, "cancel", false);
-        notify(future, "cancelled", true);
-    };
-    if (current_worker && current_worker->in_subinterpreter) {
-        SwitchTo owner(current_worker->home);
-        deliver();
-    } else {
-        deliver();
-    }
+    // A call cancelled by shutdown has not announced its cancellation (callbacks) yet; one
+    // cancelled through its future has. Either way the waiters learn of it now.
+    change(Event::Cancel, nullptr);
+    change(Event::Cancelled, nullptr);
 }
 
 bool Call::cancel(PyObject *future) {
-    bool observed;
-    {
-        std::lock_guard lock(mutex_);
-        auto s = state();
-        if (s == Cancelled || s == CancelledNotified) return true;
-        if (s != Pending || !try_cancel()) return false;
-        cancel_announced_ = true;
-        observed = observed_;
-    }
-    done_cv_.notify_all();
-    if (observed) notify(future, "cancel", false);
-    return true;
+    auto result = change(Event::Cancel, future);
+    return result != Refused;
 }
 
 int Call::wait_done(double timeout_seconds) {

@@ -32,6 +32,9 @@ class Call : public scheduler::Task {
    public:
     enum class Kind { Thread, Interpreter, Manual };
     enum class Outcome { None, Value, Exception, RemoteValue, RemoteException, Broken };
+    // What happens to a call, as concurrent.futures names it to waiters.
+    enum class Event { Result, Exception, Cancel, Cancelled };
+    enum Commit { Refused = 0, Changed = 1, Already = 2 };
 
     explicit Call(Kind kind) : kind_(kind) {}
     ~Call() override;
@@ -46,10 +49,10 @@ class Call : public scheduler::Task {
     bool run() override;
     void skip() override;
 
-    // Completion from Python (set_result / set_exception on a future), attached to the owner.
-    bool finish_local(PyObject *value, bool is_exception);
+    // set_result / set_exception of the future, attached to the owner. False if already done.
+    bool finish_local(PyObject *future, PyObject *value, bool is_exception);
 
-    // Waits, detached, until the call is done or the timeout passes; false on timeout, and
+    // Waits, detached, until the call is done or the timeout passes: 1 done, 0 timed out,
     // -1 with an exception set when a signal handler raised.
     int wait_done(double timeout_seconds);
 
@@ -59,9 +62,9 @@ class Call : public scheduler::Task {
     bool cancel(PyObject *future);
 
     // The future registers a Python observer (condition, waiter list or callback): from now on
-    // completion must notify it in the owner interpreter, and the call keeps the future alive.
-    // Runs `append` (which must not call back into this Call) under the lock; returns false if
-    // the call is already done (the observer must then act at once).
+    // every state change happens under the future's condition, in the owner interpreter, and
+    // the call keeps the future alive until its final change. Runs `append` (which must not call
+    // back into this Call) under the lock; false if the call is already done.
     template <class Append>
     bool observe(PyObject *future, Append append) {
         std::lock_guard lock(mutex_);
@@ -74,14 +77,15 @@ class Call : public scheduler::Task {
         return true;
     }
 
-    // The outcome for the owner (attached): returns a new reference to the value or the
-    // exception, with is_exception set; remote outcomes are decoded by the caller.
+    // Called by unirun._native._complete with the future's condition held.
+    Commit commit_from_python(Event event);
+
     Outcome outcome() const { return outcome_; }
     PyObject *local_value() const { return value_; }
     const std::string &remote_data() const { return remote_; }
     const std::string &broken_message() const { return remote_; }
 
-    // Leaves a pending call finished with a "broken" outcome (pool could not start a worker).
+    // Finishes a pending call with a "broken" outcome (its worker could not start).
     void fail_broken(const std::string &message);
 
    private:
@@ -89,9 +93,11 @@ class Call : public scheduler::Task {
         auto s = state();
         return s == Cancelled || s == CancelledNotified || s == Finished;
     }
-    // Sets the final state and returns the future to notify (or null if nobody observes).
-    PyObject *complete_locked(State state);
-    void notify(PyObject *future_or_null, const char *event, bool consume);
+    Commit commit_locked(Event event, PyObject **release);
+    // The state change for `event`: natively when nobody observes, else under the future's
+    // condition in the owner interpreter (switching there from a subinterpreter worker).
+    Commit change(Event event, PyObject *future_hint);
+    Commit change_observed(Event event, PyObject *future);
     bool run_local();
     bool run_remote();
 
@@ -99,8 +105,8 @@ class Call : public scheduler::Task {
     mutable std::mutex mutex_;
     std::condition_variable done_cv_;
     bool observed_ = false;
-    bool cancel_announced_ = false;  // cancel() already ran the callbacks
-    PyObject *future_ = nullptr;     // strong ref while observed and not yet finally notified
+    bool cancel_announced_ = false;  // the Cancel event already happened
+    PyObject *future_ = nullptr;     // strong ref while observed and not yet in a final state
 
     PyObject *fn_ = nullptr, *args_ = nullptr, *kwargs_ = nullptr;
     std::string payload_;

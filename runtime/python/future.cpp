@@ -213,12 +213,12 @@ PyObject *invalid_state(PyObject *self) {
 }
 
 PyObject *future_set_result(PyObject *self, PyObject *value) {
-    if (!as_future(self)->call->finish_local(value, false)) return invalid_state(self);
+    if (!as_future(self)->call->finish_local(self, value, false)) return invalid_state(self);
     Py_RETURN_NONE;
 }
 
 PyObject *future_set_exception(PyObject *self, PyObject *exception) {
-    if (!as_future(self)->call->finish_local(exception, true)) return invalid_state(self);
+    if (!as_future(self)->call->finish_local(self, exception, true)) return invalid_state(self);
     Py_RETURN_NONE;
 }
 
@@ -231,6 +231,24 @@ PyObject *future_set_running_or_notify_cancel(PyObject *self, PyObject *) {
     }
     PyErr_Format(PyExc_RuntimeError, "Future in unexpected state");
     return nullptr;
+}
+
+// _unirun_commit(event): the state change for event, called by unirun._native._complete while
+// it holds the future's condition. Returns 0 refused, 1 changed, 2 already so.
+PyObject *future_commit(PyObject *self, PyObject *event) {
+    const char *name = PyUnicode_AsUTF8(event);
+    if (!name) return nullptr;
+    std::string_view e(name);
+    Call::Event which;
+    if (e == "result") which = Call::Event::Result;
+    else if (e == "exception") which = Call::Event::Exception;
+    else if (e == "cancel") which = Call::Event::Cancel;
+    else if (e == "cancelled") which = Call::Event::Cancelled;
+    else {
+        PyErr_Format(PyExc_ValueError, "unknown event %R", event);
+        return nullptr;
+    }
+    return PyLong_FromLong(as_future(self)->call->commit_from_python(which));
 }
 
 PyObject *get_state(PyObject *self, void *) {
@@ -301,6 +319,7 @@ PyMethodDef future_methods[] = {
      "For executors: mark running, or report a cancellation."},
     {"set_result", future_set_result, METH_O, "For executors: finish with a value."},
     {"set_exception", future_set_exception, METH_O, "For executors: finish with an exception."},
+    {"_unirun_commit", future_commit, METH_O, "internal: commit a state change (see _native)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

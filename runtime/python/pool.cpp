@@ -323,7 +323,6 @@ void work_in_subinterpreter(PoolObject *pool) {
     pool->core->work(park_hooks(&saved));
     current_worker = nullptr;
     run_call = Ref();
-    if (!call_native("worker_exit", nullptr)) PyErr_Clear();
     Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
     PyEval_RestoreThread(context.home);
 }

@@ -47,16 +47,20 @@ def _stop_all_pools():
 # --- futures ----------------------------------------------------------------------------
 
 
-def _notify(future, event):
-    """Tell Python observers of `future` what happened, as concurrent.futures.Future does."""
+def _complete(future, event):
+    """Change the state of an observed future for `event` under its condition, then tell its
+    waiters and callbacks, exactly as concurrent.futures.Future does. Called from C."""
     condition = future._condition
     with condition:
-        if event in ("result", "exception", "cancelled"):
-            for waiter in future._waiters:
-                getattr(waiter, "add_" + event)(future)
-        condition.notify_all()
-    if event in ("result", "exception", "cancel"):
+        changed = future._unirun_commit(event)
+        if changed == 1:
+            if event != "cancel":
+                for waiter in future._waiters:
+                    getattr(waiter, "add_" + event)(future)
+            condition.notify_all()
+    if changed == 1 and event != "cancelled":
         future._invoke_callbacks()
+    return changed
 
 
 def log_callback_error(future, exception):
@@ -141,11 +145,12 @@ def run_call(payload):
     try:
         fn, args, kwargs = pickle.loads(payload)
     except BaseException as exc:
-        _explain_load_failure(exc)
+        _explain(exc, loading=True)
         return False, _dumps_exception(exc)
     try:
         result = fn(*args, **(kwargs or {}))
     except BaseException as exc:
+        _explain(exc, loading=False)
         return False, _dumps_exception(exc)
     finally:
         del fn, args, kwargs
@@ -157,12 +162,14 @@ def run_call(payload):
         return False, _dumps_exception(error)
 
 
-def _explain_load_failure(exc):
+def _explain(exc, loading):
+    """Add what to do to the errors that only interpreter workers raise."""
     if isinstance(exc, ImportError) and "does not support loading in subinterpreters" in str(exc):
-        exc.msg = (f"{exc.msg}: module {exc.name!r} refuses to run in a subinterpreter; run this "
-                   "task with the threads or processes flavor instead")
+        exc.msg = (f"module {exc.name!r} cannot be imported in a subinterpreter ({exc.msg}); "
+                   "run this task with the threads or processes flavor instead, e.g. "
+                   "unirun.thread_executor() or unirun.process_executor()")
         exc.args = (exc.msg,)
-    elif isinstance(exc, (AttributeError, ImportError)):
+    elif loading and isinstance(exc, (AttributeError, ImportError)):
         exc.add_note("unirun: the interpreter worker could not load the callable; functions must "
                      "be importable by name (code given with -c or typed at the REPL is not)")
 
@@ -187,12 +194,23 @@ def loads_outcome(ok, data):
     return exc
 
 
-def worker_exit():
-    """In a subinterpreter about to end: let threading forget this thread while its module
-    is still intact (its dummy-thread cleanup would otherwise run during teardown)."""
-    local = threading._thread_local_info
-    if hasattr(local, "_track_dummy_thread_ref"):
-        del local._track_dummy_thread_ref
+class _WorkerThread(threading._DummyThread):
+    """How threading, inside a worker's subinterpreter, sees the worker's own OS thread.
+
+    Like the dummy thread threading would make, but named as the worker is named in its
+    creator and without the dummy's self-removal hook, which would otherwise run while the
+    subinterpreter is being torn down, after threading itself is gone.
+    """
+
+    def __init__(self, name):
+        threading.Thread.__init__(self, name=name, daemon=threading._daemon_threads_allowed())
+        self._started.set()
+        self._set_ident()
+        self._handle = threading._make_thread_handle(self._ident)
+        if threading._HAVE_THREAD_NATIVE_ID:
+            self._set_native_id()
+        with threading._active_limbo_lock:
+            threading._active[self._ident] = self
 
 
 # --- starting an interpreter worker -----------------------------------------------------
@@ -220,7 +238,7 @@ def prepare_worker(info):
     import types
 
     # This OS thread is the worker thread its creator sees; give it the same name here.
-    threading.current_thread().name = worker_name
+    _WorkerThread(worker_name)
 
     if main_name is not None and main_name != "__main__":
         # Started with -m: run the module under the other name.

@@ -1,0 +1,91 @@
+"""Module-level callables for the native executor tests: interpreter workers import them."""
+
+import os
+import sys
+import threading
+
+
+def square(x):
+    return x * x
+
+
+def add(a, b=0, *, c=0):
+    return a + b + c
+
+
+def fail(message):
+    raise ValueError(message)
+
+
+def nested_failure(message):
+    def inner():
+        fail(message)
+
+    inner()
+
+
+def identity(value):
+    return value
+
+
+def big_bytes(n):
+    return bytes(n)
+
+
+def length(data):
+    return len(data)
+
+
+def thread_name():
+    return threading.current_thread().name
+
+
+def interpreter_id():
+    import _interpreters
+
+    return _interpreters.get_current()[0]
+
+
+def gil_enabled():
+    return sys._is_gil_enabled()
+
+
+def wait_at(barrier_or_event, timeout=60):
+    if hasattr(barrier_or_event, "wait"):
+        return barrier_or_event.wait(timeout)
+    return None
+
+
+def block_until(event):
+    event.wait(60)
+    return "released"
+
+
+def import_module(name):
+    __import__(name)
+    return name
+
+
+def unpicklable_result():
+    return lambda: None
+
+
+class Unpicklable(Exception):
+    def __init__(self, a, b):  # pickle rebuilds with one argument: this cannot be restored
+        super().__init__(f"{a}-{b}")
+
+
+def raise_unpicklable():
+    raise Unpicklable(1, 2)
+
+
+def nested_executor(flavor, n):
+    from unirun._executors import InterpreterExecutor, ThreadExecutor
+
+    cls = ThreadExecutor if flavor == "threads" else InterpreterExecutor
+    with cls(2) as executor:
+        return sum(executor.map(square, range(n)))
+
+
+def pid():
+    return os.getpid()
