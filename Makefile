@@ -6,7 +6,7 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python demo clean
+.PHONY: all bootstrap build test test-cpp test-python demo bench clean
 
 all: build
 
@@ -38,3 +38,7 @@ demo: build
 
 clean:
 	rm -rf $(BUILD)
+
+# Benchmarks: ratios against the standard library and peers, side by side (bench/run.py).
+bench: build
+	@$(PYTEST_PYTHON) bench/run.py

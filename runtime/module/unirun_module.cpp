@@ -93,6 +93,10 @@ int init_state(PyObject *module, ModuleState *state) {
     if (PyModule_AddObjectRef(module, "Future", state->future_type) < 0) return -1;
     if (PyModule_AddObjectRef(module, "Pool", state->pool_type) < 0) return -1;
     if (!(state->work = PyObject_GetAttrString(module, "_work"))) return -1;
+    Ref pickle = Ref::steal(PyImport_ImportModule("pickle"));
+    if (!pickle) return -1;
+    if (!(state->pickle_dumps = PyObject_GetAttrString(pickle.get(), "dumps"))) return -1;
+    if (!(state->pickle_loads = PyObject_GetAttrString(pickle.get(), "loads"))) return -1;
     return 0;
 }
 
@@ -103,6 +107,8 @@ int traverse_state(ModuleState *state, visitproc visit, void *arg) {
     Py_VISIT(state->cancelled_error);
     Py_VISIT(state->invalid_state_error);
     Py_VISIT(state->work);
+    Py_VISIT(state->pickle_dumps);
+    Py_VISIT(state->pickle_loads);
     return 0;
 }
 
@@ -113,6 +119,8 @@ void clear_state(ModuleState *state) {
     Py_CLEAR(state->cancelled_error);
     Py_CLEAR(state->invalid_state_error);
     Py_CLEAR(state->work);
+    Py_CLEAR(state->pickle_dumps);
+    Py_CLEAR(state->pickle_loads);
 }
 
 }  // namespace unirun::python

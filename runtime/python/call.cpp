@@ -1,5 +1,7 @@
 #include "python/call.hpp"
 
+#include <marshal.h>
+
 #include <cmath>
 
 namespace unirun::python {
@@ -155,26 +157,102 @@ bool Call::run_local() {
     return true;
 }
 
+bool encode_value(PyObject *value, PyObject *dumps, std::string *out, Encoding *encoding) {
+    PyTypeObject *type = Py_TYPE(value);
+    Ref data;
+    if (value == Py_None || type == &PyBool_Type || type == &PyLong_Type || type == &PyFloat_Type ||
+        type == &PyComplex_Type || type == &PyUnicode_Type || type == &PyBytes_Type) {
+        *encoding = Encoding::Marshal;
+        data = Ref::steal(PyMarshal_WriteObjectToString(value, Py_MARSHAL_VERSION));
+    } else {
+        *encoding = Encoding::Pickle;
+        Ref protocol = Ref::steal(PyLong_FromLong(5));
+        data = protocol ? Ref::steal(PyObject_CallFunctionObjArgs(dumps, value, protocol.get(), nullptr))
+                        : Ref();
+    }
+    char *bytes;
+    Py_ssize_t size;
+    if (!data || PyBytes_AsStringAndSize(data.get(), &bytes, &size) < 0) return false;
+    out->assign(bytes, static_cast<size_t>(size));
+    return true;
+}
+
+PyObject *decode_value(const std::string &data, Encoding encoding, PyObject *loads) {
+    if (encoding == Encoding::Marshal)
+        return PyMarshal_ReadObjectFromString(data.data(), static_cast<Py_ssize_t>(data.size()));
+    // pickle reads straight from the C++ buffer: no copy into a bytes object
+    Ref view = Ref::steal(PyMemoryView_FromMemory(const_cast<char *>(data.data()),
+                                                  static_cast<Py_ssize_t>(data.size()), PyBUF_READ));
+    return view ? PyObject_CallOneArg(loads, view.get()) : nullptr;
+}
+
+namespace {
+
+// In the worker: the bytes that carry the current exception back (unirun._native does the
+// formatting, the explaining, and the stand-in for exceptions that cannot be pickled).
+bool exception_outcome(WorkerContext *worker, bool loading, std::string *out) {
+    Ref exception = Ref::steal(PyErr_GetRaisedException());
+    Ref data = Ref::steal(PyObject_CallMethod(worker->native, "exception_outcome", "OO",
+                                              exception.get(), loading ? Py_True : Py_False));
+    char *bytes;
+    Py_ssize_t size;
+    if (!data || PyBytes_AsStringAndSize(data.get(), &bytes, &size) < 0) return false;
+    out->assign(bytes, static_cast<size_t>(size));
+    return true;
+}
+
+}  // namespace
+
 bool Call::run_remote() {
     // Attached to the worker's subinterpreter: only bytes cross.
     WorkerContext *worker = current_worker;
-    Ref payload = Ref::steal(PyBytes_FromStringAndSize(payload_.data(), payload_.size()));
-    std::string().swap(payload_);
-    Ref out = payload ? Ref::steal(PyObject_CallOneArg(worker->run_call, payload.get())) : Ref();
-    if (!out || !PyTuple_Check(out.get()) || PyTuple_GET_SIZE(out.get()) != 2 ||
-        !PyBytes_Check(PyTuple_GET_ITEM(out.get(), 1))) {
-        PyErr_Clear();  // run_call itself failed (out of memory, say)
-        fail_broken("the interpreter worker failed while running the task");
+    bool ok = false, produced = false;
+    std::string data;
+    Encoding encoding = Encoding::Pickle;
+    {
+        Ref view = Ref::steal(PyMemoryView_FromMemory(payload_.data(),
+                                                      static_cast<Py_ssize_t>(payload_.size()), PyBUF_READ));
+        Ref call = view ? Ref::steal(PyObject_CallOneArg(worker->loads, view.get())) : Ref();
+        view = Ref();
+        std::string().swap(payload_);
+        if (!call || !PyTuple_Check(call.get()) || PyTuple_GET_SIZE(call.get()) != 3) {
+            if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "malformed call");
+            produced = exception_outcome(worker, true, &data);
+        } else {
+            PyObject *kwargs = PyTuple_GET_ITEM(call.get(), 2);
+            Ref result = Ref::steal(PyObject_Call(PyTuple_GET_ITEM(call.get(), 0),
+                                                  PyTuple_GET_ITEM(call.get(), 1),
+                                                  kwargs == Py_None ? nullptr : kwargs));
+            call = Ref();
+            if (!result) {
+                produced = exception_outcome(worker, false, &data);
+            } else if (encode_value(result.get(), worker->dumps, &data, &encoding)) {
+                ok = produced = true;
+            } else {
+                Ref error = Ref::steal(PyErr_GetRaisedException());
+                Ref bytes = Ref::steal(PyObject_CallMethod(worker->native, "value_outcome_error",
+                                                           "OO", result.get(), error.get()));
+                char *raw;
+                Py_ssize_t size;
+                if (bytes && PyBytes_AsStringAndSize(bytes.get(), &raw, &size) == 0) {
+                    data.assign(raw, static_cast<size_t>(size));
+                    produced = true;
+                }
+                encoding = Encoding::Pickle;
+            }
+        }
+    }
+    if (!produced) {
+        PyErr_Clear();  // even the error could not be encoded (out of memory, say)
+        fail_broken("the interpreter worker could not send the task's outcome back");
         return false;
     }
-    bool ok = PyObject_IsTrue(PyTuple_GET_ITEM(out.get(), 0));
-    PyObject *bytes = PyTuple_GET_ITEM(out.get(), 1);
     {
         std::lock_guard lock(mutex_);
         outcome_ = ok ? Outcome::RemoteValue : Outcome::RemoteException;
-        remote_.assign(PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+        remote_ = std::move(data);
+        encoding_ = encoding;
     }
-    out = Ref();
     change(ok ? Event::Result : Event::Exception, nullptr);
     return ok;
 }

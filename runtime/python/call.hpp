@@ -22,9 +22,21 @@ namespace unirun::python {
 struct WorkerContext {
     PyThreadState *home = nullptr;  // thread state in the owner interpreter
     bool in_subinterpreter = false;
-    PyObject *run_call = nullptr;   // unirun._native.run_call in the worker's subinterpreter
-    std::string broken;             // set when the worker could not start: every task fails with it
+    // In the worker's subinterpreter (owned by the worker loop):
+    PyObject *loads = nullptr;       // pickle.loads
+    PyObject *dumps = nullptr;       // pickle.dumps
+    PyObject *native = nullptr;      // unirun._native, for the slow paths
+    std::string broken;              // set when the worker could not start: every task fails with it
 };
+
+// How a value crossed between interpreters: by marshal (exact for the simple built-in types,
+// and cheaper) or by pickle protocol 5.
+enum class Encoding : char { Marshal = 'M', Pickle = 'P' };
+
+// Encodes `value` for another interpreter; false with an exception set if it cannot.
+bool encode_value(PyObject *value, PyObject *dumps, std::string *out, Encoding *encoding);
+// Decodes in the current interpreter; a new reference, or null with an exception set.
+PyObject *decode_value(const std::string &data, Encoding encoding, PyObject *loads);
 
 extern thread_local WorkerContext *current_worker;
 
@@ -83,6 +95,7 @@ class Call : public scheduler::Task {
     Outcome outcome() const { return outcome_; }
     PyObject *local_value() const { return value_; }
     const std::string &remote_data() const { return remote_; }
+    Encoding remote_encoding() const { return encoding_; }
     const std::string &broken_message() const { return remote_; }
 
     // Finishes a pending call with a "broken" outcome (its worker could not start).
@@ -114,6 +127,7 @@ class Call : public scheduler::Task {
     Outcome outcome_ = Outcome::None;
     PyObject *value_ = nullptr;  // Value or Exception (owner object)
     std::string remote_;         // RemoteValue / RemoteException bytes, or the Broken message
+    Encoding encoding_ = Encoding::Pickle;
 };
 
 using CallPtr = std::shared_ptr<Call>;

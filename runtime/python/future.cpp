@@ -87,13 +87,16 @@ PyObject *outcome(FutureObject *self, bool *is_exception) {
             Ref args = Ref::steal(Py_BuildValue("(s)", call.broken_message().c_str()));
             decoded = args ? call_native("broken_error", args.get()) : Ref();
             failed = true;
+        } else if (call.outcome() == Call::Outcome::RemoteValue) {
+            ModuleState *state = state_of(Py_TYPE(self));
+            decoded = Ref::steal(decode_value(call.remote_data(), call.remote_encoding(),
+                                              state->pickle_loads));
         } else {
-            bool ok = call.outcome() == Call::Outcome::RemoteValue;
             const std::string &data = call.remote_data();
-            Ref args = Ref::steal(Py_BuildValue("(Oy#)", ok ? Py_True : Py_False, data.data(),
+            Ref args = Ref::steal(Py_BuildValue("(Oy#)", Py_False, data.data(),
                                                 static_cast<Py_ssize_t>(data.size())));
             decoded = args ? call_native("loads_outcome", args.get()) : Ref();
-            failed = !ok;
+            failed = true;
         }
         if (!decoded) {  // a result that cannot be decoded here becomes the call's exception
             decoded = Ref::steal(PyErr_GetRaisedException());

@@ -130,9 +130,18 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call = std::make_shared<Call>(Call::Kind::Thread);
         call->set_call(args[0], args[1], kwargs);
     } else {
+        ModuleState *state = state_of(Py_TYPE(self));
         Ref packed = Ref::steal(PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
-        Ref payload = packed ? call_native("dumps_call", packed.get()) : Ref();
-        if (!payload) return nullptr;
+        Ref protocol = Ref::steal(PyLong_FromLong(5));
+        if (!packed || !protocol) return nullptr;
+        Ref payload = Ref::steal(
+            PyObject_CallFunctionObjArgs(state->pickle_dumps, packed.get(), protocol.get(), nullptr));
+        if (!payload) {
+            // Ask unirun._native which part cannot be pickled, for an error that names it.
+            PyErr_Clear();
+            payload = call_native("dumps_call", packed.get());
+            if (!payload) return nullptr;
+        }
         char *data;
         Py_ssize_t size;
         if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) return nullptr;
@@ -248,22 +257,28 @@ bool worker_init_data(std::string *out) {
     return true;
 }
 
-// In the new subinterpreter: sys.path as the creator's, then unirun._native.prepare_worker.
-Ref prepare_subinterpreter(const std::string &init) {
+// In the new subinterpreter: sys.path as the creator's, then unirun._native.prepare_worker;
+// fills the context's references to pickle and unirun._native there.
+bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     Ref info = Ref::steal(PyMarshal_ReadObjectFromString(init.data(), static_cast<Py_ssize_t>(init.size())));
     if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) < 1) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "bad worker init data");
-        return {};
+        return false;
     }
     PyObject *path = PySys_GetObject("path");
     if (!path || PyList_SetSlice(path, 0, PY_SSIZE_T_MAX, PyTuple_GET_ITEM(info.get(), 0)) < 0) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no sys.path");
-        return {};
+        return false;
     }
     Ref args = Ref::steal(PyTuple_Pack(1, info.get()));
-    if (!args || !call_native("prepare_worker", args.get())) return {};
-    Ref module = Ref::steal(PyImport_ImportModule("unirun._native"));
-    return module ? Ref::steal(PyObject_GetAttrString(module.get(), "run_call")) : Ref();
+    if (!args || !call_native("prepare_worker", args.get())) return false;
+    Ref native = Ref::steal(PyImport_ImportModule("unirun._native"));
+    Ref pickle = Ref::steal(PyImport_ImportModule("pickle"));
+    if (!native || !pickle) return false;
+    context->native = native.release();
+    context->loads = PyObject_GetAttrString(pickle.get(), "loads");
+    context->dumps = PyObject_GetAttrString(pickle.get(), "dumps");
+    return context->loads && context->dumps;
 }
 
 std::string describe_current_error(const char *what) {
@@ -315,14 +330,15 @@ void work_in_subinterpreter(PoolObject *pool) {
         current_worker = nullptr;
         return;
     }
-    Ref run_call = prepare_subinterpreter(init);
-    if (!run_call) context.broken = describe_current_error("the interpreter worker could not start");
-    context.run_call = run_call.get();
+    if (!prepare_subinterpreter(init, &context))
+        context.broken = describe_current_error("the interpreter worker could not start");
     current_worker = &context;
     PyThreadState *saved = nullptr;
     pool->core->work(park_hooks(&saved));
     current_worker = nullptr;
-    run_call = Ref();
+    Py_CLEAR(context.native);
+    Py_CLEAR(context.loads);
+    Py_CLEAR(context.dumps);
     Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
     PyEval_RestoreThread(context.home);
 }

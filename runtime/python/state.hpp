@@ -12,6 +12,8 @@ struct ModuleState {
     PyObject *cancelled_error;      // concurrent.futures.CancelledError
     PyObject *invalid_state_error;  // concurrent.futures.InvalidStateError
     PyObject *work;                 // _unirun._work, the worker threads' target
+    PyObject *pickle_dumps;         // pickle.dumps and pickle.loads of this interpreter:
+    PyObject *pickle_loads;         //   the hot path of interpreter calls uses them directly
 };
 
 extern PyModuleDef module_definition;

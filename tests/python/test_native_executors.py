@@ -291,7 +291,7 @@ MAIN_PROGRAM = """
     import sys
     from unirun._executors import InterpreterExecutor
 
-    print("top level ran as", __name__, file=sys.stderr)
+    sys.stderr.write(f"top level ran as {__name__}\n")  # one write: workers print at once
 
     def triple(x):
         return 3 * x
