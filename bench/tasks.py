@@ -34,3 +34,11 @@ def calibrate(target_seconds=0.020):
 
 def sleep(seconds):
     time.sleep(seconds)
+
+
+def timed_spins(iterations, count):
+    """Runs spin() count times; returns the seconds it took, measured where it ran."""
+    start = time.perf_counter()
+    for _ in range(count):
+        spin(iterations)
+    return time.perf_counter() - start

@@ -203,6 +203,20 @@ bool exception_outcome(WorkerContext *worker, bool loading, std::string *out) {
 
 }  // namespace
 
+void adopt_worker_thread(WorkerContext *worker) {
+    if (worker->thread_adopted || !worker->native) return;
+    PyObject *modules = PyImport_GetModuleDict();  // borrowed
+    PyObject *threading = nullptr;
+    if (PyDict_GetItemStringRef(modules, "threading", &threading) <= 0) {
+        PyErr_Clear();
+        return;
+    }
+    Py_DECREF(threading);
+    worker->thread_adopted = true;
+    Ref done = Ref::steal(PyObject_CallMethod(worker->native, "adopt_worker_thread", "O", worker->name));
+    if (!done) PyErr_WriteUnraisable(worker->native);
+}
+
 bool Call::run_remote() {
     // Attached to the worker's subinterpreter: only bytes cross.
     WorkerContext *worker = current_worker;
@@ -219,6 +233,7 @@ bool Call::run_remote() {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "malformed call");
             produced = exception_outcome(worker, true, &data);
         } else {
+            adopt_worker_thread(worker);  // the call's module may have imported threading
             PyObject *kwargs = PyTuple_GET_ITEM(call.get(), 2);
             Ref result = Ref::steal(PyObject_Call(PyTuple_GET_ITEM(call.get(), 0),
                                                   PyTuple_GET_ITEM(call.get(), 1),

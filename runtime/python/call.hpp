@@ -26,6 +26,8 @@ struct WorkerContext {
     PyObject *loads = nullptr;       // pickle.loads
     PyObject *dumps = nullptr;       // pickle.dumps
     PyObject *native = nullptr;      // unirun._native, for the slow paths
+    PyObject *name = nullptr;        // the worker thread's name, as its creator sees it
+    bool thread_adopted = false;     // threading, in the subinterpreter, knows this thread by name
     std::string broken;              // set when the worker could not start: every task fails with it
 };
 
@@ -39,6 +41,10 @@ bool encode_value(PyObject *value, PyObject *dumps, std::string *out, Encoding *
 PyObject *decode_value(const std::string &data, Encoding encoding, PyObject *loads);
 
 extern thread_local WorkerContext *current_worker;
+
+// In a worker's subinterpreter: once threading is imported there, name this thread for it
+// (unirun._native.adopt_worker_thread). Cheap until then: one dict lookup.
+void adopt_worker_thread(WorkerContext *worker);
 
 class Call : public scheduler::Task {
    public:

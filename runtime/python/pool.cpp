@@ -261,7 +261,7 @@ bool worker_init_data(std::string *out) {
 // fills the context's references to pickle and unirun._native there.
 bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     Ref info = Ref::steal(PyMarshal_ReadObjectFromString(init.data(), static_cast<Py_ssize_t>(init.size())));
-    if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) < 1) {
+    if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) != 4) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "bad worker init data");
         return false;
     }
@@ -278,6 +278,7 @@ bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     context->native = native.release();
     context->loads = PyObject_GetAttrString(pickle.get(), "loads");
     context->dumps = PyObject_GetAttrString(pickle.get(), "dumps");
+    context->name = Py_NewRef(PyTuple_GET_ITEM(info.get(), 3));
     return context->loads && context->dumps;
 }
 
@@ -336,7 +337,9 @@ void work_in_subinterpreter(PoolObject *pool) {
     PyThreadState *saved = nullptr;
     pool->core->work(park_hooks(&saved));
     current_worker = nullptr;
+    adopt_worker_thread(&context);  // before teardown, while threading (if imported) still works
     Py_CLEAR(context.native);
+    Py_CLEAR(context.name);
     Py_CLEAR(context.loads);
     Py_CLEAR(context.dumps);
     Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state

@@ -6,10 +6,9 @@ calls, results and exceptions between interpreters. Nothing here is public API.
 
 import pickle
 import sys
-import threading
 
 # Interpreter workers import this module: it imports little, so a worker costs little memory
-# (bench: interp_worker_rss_vs_stdlib). traceback, runpy and types load only when needed.
+# (bench: interp_worker_rss_vs_stdlib). threading, traceback and runpy load only when needed.
 
 __all__ = []
 
@@ -20,6 +19,8 @@ _live_pools = None  # weakref.WeakSet of pools to stop at interpreter exit, made
 
 def start_worker(pool, name):
     """Start one worker thread of `pool`, visible to threading like any other thread."""
+    import threading
+
     import _unirun
 
     _register_exit()
@@ -32,6 +33,7 @@ def start_worker(pool, name):
 def _register_exit():
     global _live_pools
     if _live_pools is None:
+        import threading
         import weakref
 
         _live_pools = weakref.WeakSet()
@@ -170,23 +172,32 @@ def loads_outcome(ok, data):
     return exc
 
 
-class _WorkerThread(threading._DummyThread):
-    """How threading, inside a worker's subinterpreter, sees the worker's own OS thread.
+def adopt_worker_thread(name):
+    """In a worker's subinterpreter, once threading is imported there: make threading see this
+    OS thread under the worker's name (as its creator sees it), instead of as a dummy thread.
+    A dummy's self-removal hook would also run while the subinterpreter is torn down, after
+    threading itself is gone; the stand-in has none. Called from C."""
+    import threading
 
-    Like the dummy thread threading would make, but named as the worker is named in its
-    creator and without the dummy's self-removal hook, which would otherwise run while the
-    subinterpreter is being torn down, after threading itself is gone.
-    """
+    ident = threading.get_ident()
+    if type(threading._active.get(ident)).__name__ == "_WorkerThread":
+        return
+    local = threading._thread_local_info
+    if hasattr(local, "_track_dummy_thread_ref"):
+        del local._track_dummy_thread_ref  # the dummy leaves _active now, while threading works
 
-    def __init__(self, name):
-        threading.Thread.__init__(self, name=name, daemon=threading._daemon_threads_allowed())
-        self._started.set()
-        self._set_ident()
-        self._handle = threading._make_thread_handle(self._ident)
-        if threading._HAVE_THREAD_NATIVE_ID:
-            self._set_native_id()
-        with threading._active_limbo_lock:
-            threading._active[self._ident] = self
+    class _WorkerThread(threading._DummyThread):
+        def __init__(self, name):
+            threading.Thread.__init__(self, name=name, daemon=threading._daemon_threads_allowed())
+            self._started.set()
+            self._set_ident()
+            self._handle = threading._make_thread_handle(self._ident)
+            if threading._HAVE_THREAD_NATIVE_ID:
+                self._set_native_id()
+            with threading._active_limbo_lock:
+                threading._active[self._ident] = self
+
+    _WorkerThread(name)
 
 
 # --- starting an interpreter worker -----------------------------------------------------
@@ -201,6 +212,8 @@ def worker_init_info():
     if main_path is not None and not isinstance(main_path, str):
         main_path = None
     sys.modules.setdefault("__mp_main__", main)  # results may name classes of __mp_main__
+    import threading
+
     worker_name = threading.current_thread().name
     return (tuple(p for p in sys.path if isinstance(p, str)), main_path, main_name, worker_name)
 
@@ -209,20 +222,17 @@ def prepare_worker(info):
     """In a new subinterpreter: make the program's __main__ importable, as multiprocessing's
     spawn does, under the name __mp_main__ so its `if __name__ == "__main__"` block stays
     asleep."""
-    _, main_path, main_name, worker_name = info
+    _, main_path, main_name, _ = info
+    if (main_name is None or main_name == "__main__") and not (main_path or "").endswith(".py"):
+        return  # -c, stdin or the REPL: nothing importable to load
     import runpy
     import types
-
-    # This OS thread is the worker thread its creator sees; give it the same name here.
-    _WorkerThread(worker_name)
 
     if main_name is not None and main_name != "__main__":
         # Started with -m: run the module under the other name.
         namespace = runpy.run_module(main_name, run_name="__mp_main__", alter_sys=False)
-    elif main_path is not None and main_path.endswith(".py"):
-        namespace = runpy.run_path(main_path, run_name="__mp_main__")
     else:
-        return  # -c, stdin or the REPL: nothing importable to load
+        namespace = runpy.run_path(main_path, run_name="__mp_main__")
     module = types.ModuleType("__mp_main__")
     module.__dict__.update(namespace)
     sys.modules["__main__"] = sys.modules["__mp_main__"] = module

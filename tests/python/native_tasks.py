@@ -89,3 +89,10 @@ def nested_executor(flavor, n):
 
 def pid():
     return os.getpid()
+
+
+def stdlib_pool_inside(n):
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        return sum(pool.map(square, range(n)))

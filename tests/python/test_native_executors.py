@@ -291,7 +291,7 @@ MAIN_PROGRAM = """
     import sys
     from unirun._executors import InterpreterExecutor
 
-    sys.stderr.write(f"top level ran as {__name__}\n")  # one write: workers print at once
+    sys.stderr.write(f"top level ran as {__name__}\\n")  # one write: workers print at once
 
     def triple(x):
         return 3 * x
@@ -346,6 +346,24 @@ def test_pending_work_finishes_at_exit(tmp_path, flavor):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "last 9801\n"
     assert proc.stderr == ""
+
+
+def test_threading_inside_interpreter_workers_exits_cleanly(tmp_path):
+    program = f"""
+        import sys
+        sys.path.insert(0, {str(pathlib.Path(__file__).parent)!r})
+        import native_tasks
+        from unirun._executors import InterpreterExecutor
+
+        if __name__ == "__main__":
+            with InterpreterExecutor(2, thread_name_prefix="sub") as ex:
+                print(ex.submit(native_tasks.stdlib_pool_inside, 10).result())
+                print(ex.submit(native_tasks.thread_name).result().startswith("sub_"))
+    """
+    proc = run_program(program, tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "285\nTrue\n"
+    assert proc.stderr == ""  # nothing "ignored" while the subinterpreters are torn down
 
 
 def test_interpreter_workers_on_the_free_threaded_build_keep_the_gil_off():
