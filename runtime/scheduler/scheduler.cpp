@@ -1,5 +1,12 @@
 #include "scheduler/scheduler.hpp"
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define UNIRUN_CPU_RELAX() _mm_pause()
+#else
+#define UNIRUN_CPU_RELAX() std::atomic_signal_fence(std::memory_order_seq_cst)
+#endif
+
 namespace unirun::scheduler {
 
 Pool::Pool(size_t max_workers, Spawner spawner)
@@ -13,6 +20,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
         std::lock_guard lock(mutex_);
         if (shut_down_) return Submit::ShutDown;
         queue_.push_back(std::move(task));
+        queued_.store(queue_.size(), std::memory_order_release);
         submitted_.fetch_add(1, std::memory_order_relaxed);
         // Like ThreadPoolExecutor: a new worker only when nobody is idle to take this task.
         if (idle_ + spawning_ < queue_.size() && alive_ + spawning_ < max_workers_) {
@@ -40,6 +48,7 @@ std::vector<TaskPtr> Pool::shutdown(bool cancel_pending) {
                 if (task->try_cancel() || task->state() == Task::Cancelled)
                     cancelled.push_back(task);
             queue_.clear();
+            queued_.store(0, std::memory_order_release);
         }
     }
     cancelled_.fetch_add(cancelled.size(), std::memory_order_relaxed);
@@ -54,12 +63,22 @@ bool Pool::is_shut_down() const {
 
 void Pool::wake_all() { wakeup_.notify_all(); }
 
+bool Pool::spin_for_work() const {
+    constexpr int kSpins = 2000;  // a few tens of microseconds
+    for (int i = 0; i < kSpins; ++i) {
+        if (queued_.load(std::memory_order_acquire) > 0) return true;
+        UNIRUN_CPU_RELAX();
+    }
+    return false;
+}
+
 TaskPtr Pool::take(const ParkHooks &hooks) {
     std::unique_lock lock(mutex_);
     for (;;) {
         if (!queue_.empty()) {
             TaskPtr task = std::move(queue_.front());
             queue_.pop_front();
+            queued_.store(queue_.size(), std::memory_order_release);
             return task;
         }
         if (shut_down_) return nullptr;
@@ -67,6 +86,11 @@ TaskPtr Pool::take(const ParkHooks &hooks) {
         // released too, since attaching can wait for a thread that is submitting to us.
         lock.unlock();
         hooks.detach();
+        if (spin_for_work()) {
+            hooks.attach();
+            lock.lock();
+            continue;
+        }
         lock.lock();
         ++idle_;
         wakeup_.wait(lock, [this] { return !queue_.empty() || shut_down_; });
