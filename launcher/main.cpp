@@ -168,6 +168,20 @@ int main(int argc, char **argv) {
     // this makes them pick the same runtime unless their own command line says otherwise.
     setenv("UNIRUN_RUNTIME", runtime.tag.c_str(), 1);
 
+    // --trace: the program (unirun.RuntimeConfig) and children append to the same file.
+    if (options.trace) {
+        std::error_code error;
+        auto path = fs::absolute(*options.trace, error);
+        setenv("UNIRUN_TRACE", (error ? *options.trace : path.string()).c_str(), 1);
+    }
+    if (auto trace_path = getenv_string("UNIRUN_TRACE"); trace_path && !trace_path->empty()) {
+        std::ofstream out(*trace_path, std::ios::app);
+        if (!out)
+            return fail("cannot write the trace file " + *trace_path,
+                        "give --trace (or UNIRUN_TRACE) a path in a writable directory");
+        out << selection_json(selection, request) << "\n";
+    }
+
     // RTLD_GLOBAL: extension modules resolve the C API from the libpython this library loads.
     void *library = dlopen(runtime.library.c_str(), RTLD_NOW | RTLD_GLOBAL);
     if (!library)

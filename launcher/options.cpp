@@ -26,17 +26,20 @@ bool is_python_long_option(std::string_view arg) {
 
 // Options of ours that take a value as the next argument when not written with '='.
 bool takes_separate_value(std::string_view arg) {
-    return arg == "--thread-mode" || arg == "--runtime";
+    return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace";
 }
 
 void build_app(CLI::App &app, Options &options, std::string &thread_mode_text,
-               std::string &runtime_text) {
+               std::string &runtime_text, std::string &trace_text) {
     app.set_help_flag();  // -h/--help belong to CPython; ours is --unirun-help
     app.allow_extras(false);
     app.add_option("--thread-mode", thread_mode_text,
                    "auto|gil|nogil: pick a GIL or a free-threaded runtime (env UNIRUN_THREAD_MODE)");
     app.add_option("--runtime", runtime_text,
                    "run on the registered runtime TAG, e.g. cp313t (env UNIRUN_RUNTIME)");
+    app.add_option("--trace", trace_text,
+                   "append every decision (runtime, scopes, executors) to PATH as JSON Lines "
+                   "(env UNIRUN_TRACE)");
     app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
     app.add_flag("--json", options.json, "with --list-runtimes: print JSON instead of a table");
     app.add_flag("--unirun-version", options.version, "print unirun's version and exit");
@@ -80,9 +83,9 @@ SplitArguments split_arguments(const std::vector<std::string> &args) {
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string> &unirun_args) {
     Options options;
-    std::string thread_mode_text, runtime_text;
+    std::string thread_mode_text, runtime_text, trace_text;
     CLI::App app{"unirun-python"};
-    build_app(app, options, thread_mode_text, runtime_text);
+    build_app(app, options, thread_mode_text, runtime_text, trace_text);
     // CLI11 parses a reversed vector (it pops arguments from the back).
     std::vector<std::string> reversed(unirun_args.rbegin(), unirun_args.rend());
     try {
@@ -101,24 +104,29 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
         if (runtime_text.empty()) return UsageError{"--runtime needs a tag; see --list-runtimes"};
         options.runtime = runtime_text;
     }
+    if (app.count("--trace")) {
+        if (trace_text.empty()) return UsageError{"--trace needs a file path"};
+        options.trace = trace_text;
+    }
     if (options.json && !options.list_runtimes)
         return UsageError{"--json only goes with --list-runtimes"};
     return options;
 }
 
 std::string usage_line() {
-    return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] [--list-runtimes "
-           "[--json]] [--unirun-version] [--unirun-help] [python options and arguments]";
+    return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] [--trace=PATH] "
+           "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
+           "arguments]";
 }
 
 std::string help_text() {
     Options options;
-    std::string a, b;
+    std::string a, b, c;
     CLI::App app{"unirun-python: runs any program exactly as python does, with every "
                  "concurrent.futures executor served by unirun's native scheduler.\n"
                  "unirun's options come first; everything after them is python's command line "
                  "(see unirun-python --help)."};
-    build_app(app, options, a, b);
+    build_app(app, options, a, b, c);
     std::ostringstream out;
     out << usage_line() << "\n\n" << app.help("unirun-python");
     out << "\nThread mode auto picks, in order: the runtime of the active virtual environment;\n"

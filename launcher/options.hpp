@@ -30,6 +30,7 @@ SplitArguments split_arguments(const std::vector<std::string> &args);
 struct Options {
     std::optional<ThreadMode> thread_mode;
     std::optional<std::string> runtime;
+    std::optional<std::string> trace;  // JSON Lines of every decision go there (env UNIRUN_TRACE)
     bool list_runtimes = false;
     bool json = false;
     bool version = false;

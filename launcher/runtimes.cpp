@@ -111,7 +111,7 @@ std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime
             return SelectionError{origin + " is " + describe(*runtime) + ", which contradicts " +
                                       mode_origin(request),
                                   "drop one of the two, or pick a runtime that matches"};
-        return Selection{runtime, origin + " picked " + describe(*runtime)};
+        return Selection{runtime, origin + " picked " + describe(*runtime), "runtime-tag"};
     }
 
     const Runtime *venv = venv_runtime ? find_tag(runtimes, *venv_runtime) : nullptr;
@@ -119,11 +119,12 @@ std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime
         bool free_threaded = request.thread_mode == ThreadMode::NoGil;
         if (venv && venv->free_threaded == free_threaded)
             return Selection{venv, mode_origin(request) + " picked " + describe(*venv) +
-                                       ", the runtime of the active virtual environment"};
+                                       ", the runtime of the active virtual environment", "venv"};
         if (const Runtime *runtime = newest(runtimes, free_threaded))
             return Selection{runtime, mode_origin(request) + " picked " + describe(*runtime) +
                                           ", the newest " +
-                                          (free_threaded ? "free-threaded" : "GIL") + " runtime"};
+                                          (free_threaded ? "free-threaded" : "GIL") + " runtime",
+                             "thread-mode"};
         return SelectionError{
             mode_origin(request) + " needs a " +
                 (free_threaded ? "free-threaded (--disable-gil) CPython runtime"
@@ -135,17 +136,33 @@ std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime
     std::string origin = mode_origin(request);
     if (venv)
         return Selection{venv, origin + " picked " + describe(*venv) +
-                                   ", the runtime of the active virtual environment"};
+                                   ", the runtime of the active virtual environment", "venv"};
     if (request.python_gil_off)
         if (const Runtime *runtime = newest(runtimes, true))
             return Selection{runtime, origin + " picked " + describe(*runtime) +
-                                          " because PYTHON_GIL=0 asks for free threading"};
+                                          " because PYTHON_GIL=0 asks for free threading",
+                             "python-gil-0"};
     if (const Runtime *runtime = newest(runtimes, false))
         return Selection{runtime, origin + " picked " + describe(*runtime) +
-                                      ", the newest GIL runtime, as python3 would be"};
+                                      ", the newest GIL runtime, as python3 would be",
+                         "newest-gil"};
     const Runtime *runtime = newest(runtimes, true);
     return Selection{runtime, origin + " picked " + describe(*runtime) +
-                                  ", the newest runtime; no GIL runtime is registered"};
+                                  ", the newest runtime; no GIL runtime is registered",
+                     "newest-free-threaded"};
+}
+
+std::string selection_json(const Selection &selection, const Request &request) {
+    nlohmann::json trace = {
+        {"kind", "runtime"},
+        {"requested_thread_mode", std::string(to_string(request.thread_mode))},
+        {"resolved_runtime", selection.runtime->tag},
+        {"version", selection.runtime->version},
+        {"free_threaded", selection.runtime->free_threaded},
+        {"reason_code", selection.code},
+        {"reason", selection.reason},
+    };
+    return nlohmann::json({{"event", "runtime"}, {"trace", trace}}).dump();
 }
 
 std::string runtimes_table(const std::vector<Runtime> &runtimes, const Runtime *chosen) {

@@ -35,6 +35,8 @@ std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
 struct Selection {
     const Runtime *runtime;
     std::string reason;  // one line, for the decision trace
+    std::string code;    // stable reason code: runtime-tag, venv, thread-mode, python-gil-0,
+                         // newest-gil, newest-free-threaded
 };
 
 struct SelectionError {
@@ -46,6 +48,9 @@ struct SelectionError {
 std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime> &runtimes,
                                                        const Request &request,
                                                        const std::optional<std::string> &venv_runtime);
+
+// One JSON object for the trace file: the runtime decision.
+std::string selection_json(const Selection &selection, const Request &request);
 
 std::string runtimes_table(const std::vector<Runtime> &runtimes, const Runtime *chosen);
 std::string runtimes_json(const std::vector<Runtime> &runtimes);

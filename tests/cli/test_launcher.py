@@ -131,6 +131,21 @@ def test_missing_or_broken_manifest(launcher, tmp_path):
     assert proc.returncode == 2 and "malformed runtime manifest" in proc.stderr
 
 
+def test_trace_option_records_the_runtime_and_every_scope(launcher, tmp_path):
+    trace = tmp_path / "trace.jsonl"
+    program = "from unirun import Run\nwith Run('threads', name='demo') as ex:\n    ex.submit(print, 'ran').result()"
+    proc = run([launcher, f"--trace={trace}", "--thread-mode=gil", "-c", program])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "ran\n"
+    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [e["event"] for e in events] == ["runtime", "decided", "ended"]
+    assert events[0]["trace"]["reason_code"] == "thread-mode"
+    assert events[1]["trace"]["name"] == "demo" and events[1]["trace"]["resolved_flavor"] == "threads"
+    # UNIRUN_TRACE does the same, and an unwritable path is a clear error
+    proc = run([launcher, "-c", "pass"], env=clean_env(UNIRUN_TRACE=str(tmp_path / "no" / "dir" / "t")))
+    assert proc.returncode == 2 and "cannot write the trace file" in proc.stderr
+
+
 # --- per thread mode ------------------------------------------------------------------------
 
 FACTS = "import sys, sysconfig; print(sys._is_gil_enabled(), sysconfig.get_config_var('Py_GIL_DISABLED'))"

@@ -37,6 +37,9 @@ TEST_CASE("unirun options end where python's command line starts") {
     CHECK(s.unirun == std::vector<std::string>{"--thread-mode=gil"});
     CHECK(s.python == std::vector<std::string>{"-c", "print(1)", "--thread-mode=nogil"});
 
+    s = split({"--trace", "t.jsonl", "-c", "pass"});
+    CHECK(s.unirun == std::vector<std::string>{"--trace", "t.jsonl"});
+
     s = split({"--runtime", "cp313t", "script.py", "--runtime"});
     CHECK(s.unirun == std::vector<std::string>{"--runtime", "cp313t"});
     CHECK(s.python == std::vector<std::string>{"script.py", "--runtime"});
@@ -75,6 +78,8 @@ TEST_CASE("options parse, in both spellings") {
     CHECK(listing.list_runtimes);
     CHECK(listing.json);
     CHECK(parse_ok({"--unirun-version"}).version);
+    CHECK(parse_ok({"--trace=/tmp/t.jsonl"}).trace == "/tmp/t.jsonl");
+    CHECK(parse_ok({"--trace", "t.jsonl"}).trace == "t.jsonl");
     CHECK(parse_ok({"--unirun-help"}).help);
 }
 
@@ -85,6 +90,7 @@ TEST_CASE("every bad option is a usage error naming it") {
     CHECK(parse_error({"--thread-mode"}).find("thread-mode") != std::string::npos);
     CHECK(parse_error({"--runtime="}).find("--runtime") != std::string::npos);
     CHECK(parse_error({"--json"}).find("--list-runtimes") != std::string::npos);
+    CHECK(parse_error({"--trace="}).find("--trace") != std::string::npos);
 }
 
 TEST_CASE("thread mode names round-trip") {
@@ -141,8 +147,8 @@ TEST_CASE("PYTHON_GIL=0 is noticed") {
 
 TEST_CASE("help and usage name every option") {
     auto help = help_text();
-    for (auto option : {"--thread-mode", "--runtime", "--list-runtimes", "--json", "--unirun-version",
-                        "--unirun-help"}) {
+    for (auto option : {"--thread-mode", "--runtime", "--trace", "--list-runtimes", "--json",
+                        "--unirun-version", "--unirun-help"}) {
         CHECK(help.find(option) != std::string::npos);
         CHECK(usage_line().find(option) != std::string::npos);
     }

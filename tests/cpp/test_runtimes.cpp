@@ -19,6 +19,13 @@ Request request(ThreadMode mode, Source source = Source::CommandLine) {
     return r;
 }
 
+std::string code_of(const std::vector<Runtime> &runtimes, const Request &r,
+                    std::optional<std::string> venv = std::nullopt) {
+    auto result = select_runtime(runtimes, r, venv);
+    REQUIRE(std::holds_alternative<Selection>(result));
+    return std::get<Selection>(result).code;
+}
+
 std::string pick(const std::vector<Runtime> &runtimes, const Request &r,
                  std::optional<std::string> venv = std::nullopt) {
     auto result = select_runtime(runtimes, r, venv);
@@ -74,6 +81,26 @@ TEST_CASE("nogil with no free-threaded runtime names what is missing and how to 
 
     error = refuse({make("cp313t", "3.13.5", true)}, request(ThreadMode::Gil, Source::Environment));
     CHECK(error.message.find("UNIRUN_THREAD_MODE=gil") != std::string::npos);
+}
+
+TEST_CASE("every choice has a stable reason code, and the trace line carries it") {
+    CHECK(code_of(kBoth, request(ThreadMode::Auto)) == "newest-gil");
+    CHECK(code_of(kBoth, request(ThreadMode::NoGil)) == "thread-mode");
+    CHECK(code_of(kBoth, request(ThreadMode::Auto), "cp313t") == "venv");
+    CHECK(code_of({make("cp313t", "3.13.5", true)}, request(ThreadMode::Auto)) == "newest-free-threaded");
+    Request gil_off = request(ThreadMode::Auto);
+    gil_off.python_gil_off = true;
+    CHECK(code_of(kBoth, gil_off) == "python-gil-0");
+    Request tagged = request(ThreadMode::Auto);
+    tagged.runtime = "cp313";
+    CHECK(code_of(kBoth, tagged) == "runtime-tag");
+
+    auto selection = std::get<Selection>(select_runtime(kBoth, request(ThreadMode::NoGil), std::nullopt));
+    auto line = selection_json(selection, request(ThreadMode::NoGil));
+    CHECK(line.find("\"event\":\"runtime\"") != std::string::npos);
+    CHECK(line.find("\"resolved_runtime\":\"cp313t\"") != std::string::npos);
+    CHECK(line.find("\"reason_code\":\"thread-mode\"") != std::string::npos);
+    CHECK(line.find('\n') == std::string::npos);
 }
 
 TEST_CASE("no runtime at all is an error") {
