@@ -167,6 +167,9 @@ int main(int argc, char **argv) {
     // Children started through sys.executable (subprocess, multiprocessing) come back here;
     // this makes them pick the same runtime unless their own command line says otherwise.
     setenv("UNIRUN_RUNTIME", runtime.tag.c_str(), 1);
+    // ... and with the same compat settings.
+    setenv("UNIRUN_COMPAT", request.compat.c_str(), 1);
+    setenv("UNIRUN_PROCESS_POOL", request.process_pool.c_str(), 1);
 
     // --trace: the program (unirun.RuntimeConfig) and children append to the same file.
     if (options.trace) {
@@ -207,5 +210,7 @@ int main(int argc, char **argv) {
     handoff.runtime_tag = runtime.tag.c_str();
     handoff.shims_dir = manifest.shims_dir.c_str();
     handoff.decision = selection.reason.c_str();
+    handoff.compat = request.compat.c_str();
+    handoff.process_pool = request.process_pool.c_str();
     return runtime_main(&handoff);
 }

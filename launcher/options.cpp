@@ -26,18 +26,28 @@ bool is_python_long_option(std::string_view arg) {
 
 // Options of ours that take a value as the next argument when not written with '='.
 bool takes_separate_value(std::string_view arg) {
-    return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace";
+    return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace" || arg == "--compat" ||
+           arg == "--process-pool";
 }
 
-void build_app(CLI::App &app, Options &options, std::string &thread_mode_text,
-               std::string &runtime_text, std::string &trace_text) {
+struct OptionTexts {
+    std::string thread_mode, runtime, trace, compat, process_pool;
+};
+
+void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
     app.set_help_flag();  // -h/--help belong to CPython; ours is --unirun-help
     app.allow_extras(false);
-    app.add_option("--thread-mode", thread_mode_text,
+    app.add_option("--thread-mode", texts.thread_mode,
                    "auto|gil|nogil: pick a GIL or a free-threaded runtime (env UNIRUN_THREAD_MODE)");
-    app.add_option("--runtime", runtime_text,
+    app.add_option("--runtime", texts.runtime,
                    "run on the registered runtime TAG, e.g. cp313t (env UNIRUN_RUNTIME)");
-    app.add_option("--trace", trace_text,
+    app.add_option("--compat", texts.compat,
+                   "managed|off: serve concurrent.futures executors from unirun (default managed), or "
+                   "leave the standard library alone (env UNIRUN_COMPAT)");
+    app.add_option("--process-pool", texts.process_pool,
+                   "processes|interpreters: what serves ProcessPoolExecutor under compat "
+                   "(default processes; env UNIRUN_PROCESS_POOL)");
+    app.add_option("--trace", texts.trace,
                    "append every decision (runtime, scopes, executors) to PATH as JSON Lines "
                    "(env UNIRUN_TRACE)");
     app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
@@ -83,9 +93,11 @@ SplitArguments split_arguments(const std::vector<std::string> &args) {
 
 std::variant<Options, UsageError> parse_options(const std::vector<std::string> &unirun_args) {
     Options options;
-    std::string thread_mode_text, runtime_text, trace_text;
+    OptionTexts texts;
     CLI::App app{"unirun-python"};
-    build_app(app, options, thread_mode_text, runtime_text, trace_text);
+    build_app(app, options, texts);
+    std::string &thread_mode_text = texts.thread_mode, &runtime_text = texts.runtime,
+                &trace_text = texts.trace;
     // CLI11 parses a reversed vector (it pops arguments from the back).
     std::vector<std::string> reversed(unirun_args.rbegin(), unirun_args.rend());
     try {
@@ -108,25 +120,37 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
         if (trace_text.empty()) return UsageError{"--trace needs a file path"};
         options.trace = trace_text;
     }
+    if (app.count("--compat")) {
+        if (texts.compat != "managed" && texts.compat != "off")
+            return UsageError{"--compat=" + texts.compat + " is not a compat mode; use managed or off"};
+        options.compat = texts.compat;
+    }
+    if (app.count("--process-pool")) {
+        if (texts.process_pool != "processes" && texts.process_pool != "interpreters")
+            return UsageError{"--process-pool=" + texts.process_pool +
+                              " is not a process pool mode; use processes or interpreters"};
+        options.process_pool = texts.process_pool;
+    }
     if (options.json && !options.list_runtimes)
         return UsageError{"--json only goes with --list-runtimes"};
     return options;
 }
 
 std::string usage_line() {
-    return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] [--trace=PATH] "
+    return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] "
+           "[--compat=managed|off] [--process-pool=processes|interpreters] [--trace=PATH] "
            "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
            "arguments]";
 }
 
 std::string help_text() {
     Options options;
-    std::string a, b, c;
+    OptionTexts texts;
     CLI::App app{"unirun-python: runs any program exactly as python does, with every "
                  "concurrent.futures executor served by unirun's native scheduler.\n"
                  "unirun's options come first; everything after them is python's command line "
                  "(see unirun-python --help)."};
-    build_app(app, options, a, b, c);
+    build_app(app, options, texts);
     std::ostringstream out;
     out << usage_line() << "\n\n" << app.help("unirun-python");
     out << "\nThread mode auto picks, in order: the runtime of the active virtual environment;\n"
@@ -161,6 +185,23 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
     }
     auto gil = env("PYTHON_GIL");
     request.python_gil_off = gil && *gil == "0";
+    if (options.compat) {
+        request.compat = *options.compat;
+    } else if (auto text = env("UNIRUN_COMPAT"); text && !text->empty()) {
+        if (*text != "managed" && *text != "off")
+            return UsageError{"UNIRUN_COMPAT=" + *text +
+                              " is not a compat mode; set it to managed or off, or unset it"};
+        request.compat = *text;
+    }
+    if (options.process_pool) {
+        request.process_pool = *options.process_pool;
+    } else if (auto text = env("UNIRUN_PROCESS_POOL"); text && !text->empty()) {
+        if (*text != "processes" && *text != "interpreters")
+            return UsageError{"UNIRUN_PROCESS_POOL=" + *text +
+                              " is not a process pool mode; set it to processes or interpreters, "
+                              "or unset it"};
+        request.process_pool = *text;
+    }
     return request;
 }
 

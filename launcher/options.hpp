@@ -31,6 +31,8 @@ struct Options {
     std::optional<ThreadMode> thread_mode;
     std::optional<std::string> runtime;
     std::optional<std::string> trace;  // JSON Lines of every decision go there (env UNIRUN_TRACE)
+    std::optional<std::string> compat;        // managed | off (env UNIRUN_COMPAT)
+    std::optional<std::string> process_pool;  // processes | interpreters (env UNIRUN_PROCESS_POOL)
     bool list_runtimes = false;
     bool json = false;
     bool version = false;
@@ -58,6 +60,8 @@ struct Request {
     std::optional<std::string> runtime;
     Source runtime_source = Source::Default;
     bool python_gil_off = false;  // PYTHON_GIL=0: the user asks a free-threaded build to stay so
+    std::string compat = "managed";
+    std::string process_pool = "processes";
 };
 
 std::variant<Request, UsageError> make_request(const Options &options, const EnvLookup &env);

@@ -8,7 +8,7 @@
 extern "C" {
 #endif
 
-#define UNIRUN_HANDOFF_VERSION 1
+#define UNIRUN_HANDOFF_VERSION 2
 
 typedef struct unirun_handoff {
     int version;                    // UNIRUN_HANDOFF_VERSION
@@ -19,6 +19,8 @@ typedef struct unirun_handoff {
     const char *runtime_tag;        // e.g. "cp313t"
     const char *shims_dir;          // stdlib-shims/: holds the `unirun` package
     const char *decision;           // one line: why this runtime was chosen
+    const char *compat;             // "managed" or "off": install unirun.compat before the program
+    const char *process_pool;       // "processes" or "interpreters" (compat's ProcessPoolExecutor)
 } unirun_handoff;
 
 typedef int (*unirun_runtime_main_fn)(const unirun_handoff *);

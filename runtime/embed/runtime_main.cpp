@@ -6,6 +6,9 @@
 
 #include <Python.h>
 
+#include <cstdlib>
+#include <string_view>
+
 namespace {
 
 // Mirrors Py_BytesMain's handling of a failed or finished initialisation (-h, -V, bad option).
@@ -31,6 +34,16 @@ bool append_sys_path(const char *dir) {
     int rc = PyList_Append(path, entry);
     Py_DECREF(entry);
     return rc == 0;
+}
+
+// unirun.compat.install("managed", process_pool): executors substituted before user code.
+bool install_compat(const char *process_pool) {
+    PyObject *compat = PyImport_ImportModule("unirun.compat");
+    if (!compat) return false;
+    PyObject *result = PyObject_CallMethod(compat, "install", "ss", "managed", process_pool);
+    Py_DECREF(compat);
+    Py_XDECREF(result);
+    return result != nullptr;
 }
 
 }  // namespace
@@ -67,6 +80,13 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
     if (!set_sys_string("executable", handoff->launcher) || !append_sys_path(handoff->shims_dir)) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: error: cannot prepare sys for the program\n");
+        Py_Finalize();
+        return 1;
+    }
+    if (std::string_view(handoff->compat) == "managed" && !install_compat(handoff->process_pool)) {
+        PyErr_Print();
+        fprintf(stderr, "unirun-python: error: cannot install unirun.compat\n"
+                        "  hint: run with --compat=off to use the standard library executors\n");
         Py_Finalize();
         return 1;
     }

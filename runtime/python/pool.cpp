@@ -22,6 +22,7 @@ struct PoolObject {
     PyObject *threads;       // list of threading.Thread workers
     PyObject *name_prefix;   // str
     PyObject *spawn_error;   // the exception of the last failed worker start, if any
+    PyObject *initializer;   // called by each worker before its first task, or None
     std::atomic<int> *spawned;
 };
 
@@ -43,13 +44,18 @@ bool spawn_worker(PyObject *self) {
 }
 
 PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static const char *keywords[] = {"kind", "max_workers", "name_prefix", nullptr};
+    static const char *keywords[] = {"kind", "max_workers", "name_prefix", "initializer", nullptr};
     const char *kind;
     Py_ssize_t max_workers;
     PyObject *name_prefix;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "snU:Pool", const_cast<char **>(keywords), &kind,
-                                     &max_workers, &name_prefix))
+    PyObject *initializer = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "snU|O:Pool", const_cast<char **>(keywords), &kind,
+                                     &max_workers, &name_prefix, &initializer))
         return nullptr;
+    if (initializer != Py_None && !PyCallable_Check(initializer)) {
+        PyErr_SetString(PyExc_TypeError, "initializer must be a callable");
+        return nullptr;
+    }
     PoolKind pool_kind;
     if (std::string_view(kind) == "threads") {
         pool_kind = PoolKind::Threads;
@@ -69,6 +75,7 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     PoolObject *pool = as_pool(self);
     pool->kind = pool_kind;
     pool->name_prefix = Py_NewRef(name_prefix);
+    pool->initializer = Py_NewRef(initializer);
     pool->threads = PyList_New(0);
     pool->spawned = new std::atomic<int>(0);
     // The spawner holds the Python object weakly: threads hold it strongly while they run.
@@ -86,12 +93,14 @@ int pool_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(as_pool(self)->threads);
     Py_VISIT(as_pool(self)->spawn_error);
+    Py_VISIT(as_pool(self)->initializer);
     return 0;
 }
 
 int pool_clear(PyObject *self) {
     Py_CLEAR(as_pool(self)->threads);
     Py_CLEAR(as_pool(self)->spawn_error);
+    Py_CLEAR(as_pool(self)->initializer);
     return 0;
 }
 
@@ -173,6 +182,29 @@ PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
     Py_RETURN_NONE;
 }
 
+// worker_start_failed(): a worker thread leaves before working (its initializer failed).
+PyObject *pool_worker_start_failed(PyObject *self, PyObject *) {
+    as_pool(self)->core->worker_start_failed();
+    Py_RETURN_NONE;
+}
+
+// fail_pending(exception): the pool is broken. Stop taking work, and end every queued call
+// with `exception` (cancelled ones are reported cancelled). Attached to the pool's interpreter.
+PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
+    if (!PyExceptionInstance_Check(exception)) {
+        PyErr_SetString(PyExc_TypeError, "fail_pending() needs an exception instance");
+        return nullptr;
+    }
+    for (auto &task : as_pool(self)->core->drain()) {
+        auto *call = static_cast<Call *>(task.get());
+        if (call->try_start())
+            call->finish_local(nullptr, exception, true);
+        else
+            call->skip();
+    }
+    Py_RETURN_NONE;
+}
+
 PyObject *pool_counters(PyObject *self, PyObject *) {
     scheduler::Counters c = as_pool(self)->core->counters();
     return Py_BuildValue(
@@ -194,6 +226,10 @@ PyObject *pool_get_kind(PyObject *self, void *) {
     return PyUnicode_FromString(as_pool(self)->kind == PoolKind::Threads ? "threads" : "interpreters");
 }
 
+PyObject *pool_get_initializer(PyObject *self, void *) {
+    return Py_NewRef(as_pool(self)->initializer);
+}
+
 PyObject *pool_get_shut_down(PyObject *self, void *) {
     return PyBool_FromLong(as_pool(self)->core->is_shut_down());
 }
@@ -203,6 +239,9 @@ PyMethodDef pool_methods[] = {
      METH_FASTCALL, "submit(fn, args, kwargs) -> Future"},
     {"shutdown", pool_shutdown, METH_O, "shutdown(cancel_futures): stop taking work"},
     {"counters", pool_counters, METH_NOARGS, "the scheduler's counters, as a dict"},
+    {"worker_start_failed", pool_worker_start_failed, METH_NOARGS,
+     "a started worker thread will not work (internal)"},
+    {"fail_pending", pool_fail_pending, METH_O, "fail_pending(exception): end queued calls with it"},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -211,6 +250,7 @@ PyGetSetDef pool_getset[] = {
     {"max_workers", pool_get_max_workers, nullptr, "the most workers this pool starts", nullptr},
     {"kind", pool_get_kind, nullptr, "'threads' or 'interpreters'", nullptr},
     {"is_shut_down", pool_get_shut_down, nullptr, "True once shutdown() was called", nullptr},
+    {"initializer", pool_get_initializer, nullptr, "called by each worker first, or None", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
@@ -247,8 +287,9 @@ void work_in_this_interpreter(PoolObject *pool) {
 }
 
 // What a new subinterpreter needs from its creator: sys.path and how to find __main__.
-bool worker_init_data(std::string *out) {
-    Ref info = call_native("worker_init_info", nullptr);
+bool worker_init_data(PyObject *initializer, std::string *out) {
+    Ref args = Ref::steal(PyTuple_Pack(1, initializer));
+    Ref info = args ? call_native("worker_init_info", args.get()) : Ref();
     Ref data = info ? Ref::steal(PyMarshal_WriteObjectToString(info.get(), Py_MARSHAL_VERSION)) : Ref();
     char *bytes;
     Py_ssize_t size;
@@ -261,7 +302,7 @@ bool worker_init_data(std::string *out) {
 // fills the context's references to pickle and unirun._native there.
 bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     Ref info = Ref::steal(PyMarshal_ReadObjectFromString(init.data(), static_cast<Py_ssize_t>(init.size())));
-    if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) != 4) {
+    if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) != 5) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "bad worker init data");
         return false;
     }
@@ -302,7 +343,7 @@ void work_in_subinterpreter(PoolObject *pool) {
     context.in_subinterpreter = true;
 
     std::string init;
-    if (!worker_init_data(&init)) {
+    if (!worker_init_data(pool->initializer, &init)) {
         context.broken = describe_current_error("cannot prepare an interpreter worker");
         current_worker = &context;
         PyThreadState *saved = nullptr;

@@ -56,6 +56,24 @@ std::vector<TaskPtr> Pool::shutdown(bool cancel_pending) {
     return cancelled;
 }
 
+void Pool::worker_start_failed() {
+    std::lock_guard lock(mutex_);
+    --spawning_;
+}
+
+std::vector<TaskPtr> Pool::drain() {
+    std::vector<TaskPtr> queued;
+    {
+        std::lock_guard lock(mutex_);
+        shut_down_ = true;
+        queued.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
+        queue_.clear();
+        queued_.store(0, std::memory_order_release);
+    }
+    wakeup_.notify_all();
+    return queued;
+}
+
 bool Pool::is_shut_down() const {
     std::lock_guard lock(mutex_);
     return shut_down_;

@@ -96,6 +96,13 @@ class Pool : public std::enable_shared_from_this<Pool> {
     // The worker loop. Returns when the pool is shut down and its queue is empty.
     void work(const ParkHooks &hooks);
 
+    // A spawned worker that will not call work() (its initializer failed, say).
+    void worker_start_failed();
+
+    // Shut down and hand back the queued tasks that have not started, for the caller to end
+    // (with an error: the pool is broken). Tasks cancelled meanwhile are handed back too.
+    std::vector<TaskPtr> drain();
+
     // Wake idle workers so they notice shutdown (also done by shutdown()).
     void wake_all();
 

@@ -35,6 +35,7 @@ REASONS = {
     "interpreters-fallback-threads": "subinterpreter workers are not available here; RuntimeConfig.interpreter_fallback says threads",
     "interpreters-fallback-processes": "subinterpreter workers are not available here; RuntimeConfig.interpreter_fallback says processes",
     "interpreters-unavailable": "subinterpreter workers are not available here and RuntimeConfig.interpreter_fallback is error",
+    "subinterpreter-refused-processes": "--process-pool=interpreters: this task cannot run in a subinterpreter, so it runs in a real process pool",
 }
 
 

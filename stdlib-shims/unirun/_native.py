@@ -25,9 +25,25 @@ def start_worker(pool, name):
 
     _register_exit()
     _live_pools.add(pool)
-    thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
+    if pool.initializer is None or pool.kind == "interpreters":  # those run it in their interpreter
+        thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
+    else:
+        thread = threading.Thread(target=_initialize_then_work, args=(pool,), name=name)
     thread.start()  # last: once the thread runs, the pool counts it
     return thread
+
+
+def _initialize_then_work(pool):
+    import _unirun
+
+    try:
+        ok = pool.initializer()
+    except BaseException:
+        ok = False
+    if ok is False:  # the initializer reported its failure (and broke the executor)
+        pool.worker_start_failed()
+        return
+    _unirun._work(pool)
 
 
 def _register_exit():
@@ -73,9 +89,10 @@ def log_callback_error(future, exception):
 
 
 def broken_error(message):
-    from concurrent.futures import BrokenExecutor
+    """The exception of a task whose interpreter worker could not start."""
+    from unirun.compat.interpreter_pool import BrokenInterpreterPool
 
-    return BrokenExecutor(message)
+    return BrokenInterpreterPool(message)
 
 
 # --- moving calls between interpreters --------------------------------------------------
@@ -146,7 +163,12 @@ def _explain(exc, loading):
                    "run this task with the threads or processes flavor instead, e.g. "
                    "unirun.thread_executor() or unirun.process_executor()")
         exc.args = (exc.msg,)
-    elif loading and isinstance(exc, (AttributeError, ImportError)):
+    if loading:
+        try:
+            exc._unirun_stage = "load"  # pickled with the exception: the call never started
+        except AttributeError:
+            pass
+    if loading and isinstance(exc, (AttributeError, ImportError)) and "subinterpreter" not in str(exc):
         exc.add_note("unirun: the interpreter worker could not load the callable; functions must "
                      "be importable by name (code given with -c or typed at the REPL is not)")
 
@@ -203,7 +225,7 @@ def adopt_worker_thread(name):
 # --- starting an interpreter worker -----------------------------------------------------
 
 
-def worker_init_info():
+def worker_init_info(initializer=None):
     """What a new subinterpreter needs from its creator (marshalled by C)."""
     main = sys.modules.get("__main__")
     main_path = getattr(main, "__file__", None)
@@ -215,14 +237,22 @@ def worker_init_info():
     import threading
 
     worker_name = threading.current_thread().name
-    return (tuple(p for p in sys.path if isinstance(p, str)), main_path, main_name, worker_name)
+    init = None if initializer is None else pickle.dumps(initializer, protocol=5)
+    return (tuple(p for p in sys.path if isinstance(p, str)), main_path, main_name, worker_name, init)
 
 
 def prepare_worker(info):
-    """In a new subinterpreter: make the program's __main__ importable, as multiprocessing's
-    spawn does, under the name __mp_main__ so its `if __name__ == "__main__"` block stays
-    asleep."""
-    _, main_path, main_name, _ = info
+    """In a new subinterpreter: load the program's main module, then run the executor's
+    initializer, if any."""
+    _, main_path, main_name, _, init = info
+    _load_main(main_path, main_name)
+    if init is not None:
+        pickle.loads(init)()  # the executor's initializer, in this worker's interpreter
+
+
+def _load_main(main_path, main_name):
+    """Make the program's __main__ importable, as multiprocessing's spawn does, under the name
+    __mp_main__ so its `if __name__ == "__main__"` block stays asleep."""
     if (main_name is None or main_name == "__main__") and not (main_path or "").endswith(".py"):
         return  # -c, stdin or the REPL: nothing importable to load
     import runpy

@@ -1,0 +1,204 @@
+"""unirun.compat: unmodified programs get unirun-backed executors.
+
+unirun-python installs it before the program runs (unless --compat=off / UNIRUN_COMPAT=off):
+
+- concurrent.futures.ThreadPoolExecutor is served by the native scheduler's thread workers. It
+  subclasses the standard class, so isinstance() checks against it hold, also for references
+  taken before the hook was installed; asyncio's default executor (run_in_executor(None, ...),
+  asyncio.to_thread) is one of these.
+- concurrent.futures.InterpreterPoolExecutor (Python 3.14's API) exists on 3.13 too, served by
+  the native scheduler's subinterpreter workers.
+- concurrent.futures.ProcessPoolExecutor stays the standard one unless --process-pool=interpreters
+  (UNIRUN_PROCESS_POOL) asks for subinterpreter workers, with a per-task fallback to a real
+  process pool for work a subinterpreter cannot run.
+
+The hook is a meta-path finder that lets the standard modules load as they are, then adjusts
+them; modules already imported when it is installed are adjusted at once. Nothing is loaded
+twice. status() says what is substituted.
+"""
+
+from __future__ import annotations
+
+import _thread
+import sys
+
+__all__ = ["install", "uninstall", "status", "MODES", "PROCESS_POOL_MODES"]
+
+MODES = ("managed", "off")
+PROCESS_POOL_MODES = ("processes", "interpreters")
+
+# Installed at every start-up of unirun-python: imports nothing beyond sys and _thread until a
+# program imports concurrent.futures.
+_lock = _thread.RLock()
+_state = {
+    "mode": "off",
+    "process_pool": "processes",
+    "patched": {},  # module name -> "at-install" | "on-import"
+    "originals": {},  # (module name, attribute) -> original value
+}
+
+
+def _patch_thread(module):
+    from . import thread_pool
+
+    _swap(module, "ThreadPoolExecutor", thread_pool.ThreadPoolExecutor)
+
+
+def _patch_package(module):
+    # concurrent.futures resolves its executors lazily (a module __getattr__); wrap that, so
+    # nothing more is imported until a program asks for an executor.
+    original = module.__dict__.get("__getattr__")
+
+    def __getattr__(name):
+        if name == "InterpreterPoolExecutor":
+            from .interpreter_pool import InterpreterPoolExecutor
+
+            return InterpreterPoolExecutor
+        if name == "ProcessPoolExecutor" and _state["process_pool"] == "interpreters":
+            from .process_pool import ProcessPoolExecutor
+
+            return ProcessPoolExecutor
+        if original is None:
+            raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
+        return original(name)
+
+    _swap(module, "__getattr__", __getattr__)
+    # Names the package resolved already (before the hook) are replaced in place.
+    if "ThreadPoolExecutor" in module.__dict__:
+        from . import thread_pool
+
+        _swap(module, "ThreadPoolExecutor", thread_pool.ThreadPoolExecutor)
+    if "InterpreterPoolExecutor" in module.__dict__:
+        _swap(module, "InterpreterPoolExecutor", __getattr__("InterpreterPoolExecutor"))
+    if _state["process_pool"] == "interpreters" and "ProcessPoolExecutor" in module.__dict__:
+        _swap(module, "ProcessPoolExecutor", __getattr__("ProcessPoolExecutor"))
+
+
+def _patch_process(module):
+    if _state["process_pool"] != "interpreters":
+        return
+    from . import process_pool
+
+    _swap(module, "ProcessPoolExecutor", process_pool.ProcessPoolExecutor)
+
+
+_PATCHES = {
+    "concurrent.futures": _patch_package,
+    "concurrent.futures.thread": _patch_thread,
+    "concurrent.futures.process": _patch_process,
+}
+
+
+def _swap(module, name, value):
+    key = (module.__name__, name)
+    if key not in _state["originals"]:
+        _state["originals"][key] = module.__dict__.get(name, _MISSING)
+    setattr(module, name, value)
+
+
+_MISSING = object()
+
+
+class _PatchingLoader:
+    """The real loader, then the adjustment."""
+
+    def __init__(self, loader, patch):
+        self._loader = loader
+        self._patch = patch
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        with _lock:
+            if _state["mode"] == "managed":
+                self._patch(module)
+                _state["patched"][module.__name__] = "on-import"
+
+    def __getattr__(self, name):  # get_resource_reader, is_package, get_code, ...
+        return getattr(self._loader, name)
+
+
+class _Finder:
+    def find_spec(self, fullname, path, target=None):
+        patch = _PATCHES.get(fullname)
+        if patch is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchingLoader(spec.loader, patch)
+                return spec
+        return None
+
+
+_finder = _Finder()
+
+
+def install(mode: str = "managed", process_pool: str = "processes") -> None:
+    """Install the hook (idempotent). Called by unirun-python before the program runs."""
+    if mode not in MODES:
+        raise ValueError(f"compat mode {mode!r} is not valid; use one of: {', '.join(MODES)}")
+    if process_pool not in PROCESS_POOL_MODES:
+        raise ValueError(f"process pool mode {process_pool!r} is not valid; use one of: "
+                         f"{', '.join(PROCESS_POOL_MODES)}")
+    with _lock:
+        if mode == "off":
+            uninstall()
+            return
+        _state["mode"] = mode
+        _state["process_pool"] = process_pool
+        if _finder not in sys.meta_path:
+            sys.meta_path.insert(0, _finder)
+        # Modules imported before the hook (by site or sitecustomize, say): adjust them now,
+        # children first so the package sees the adjusted classes.
+        for name in ("concurrent.futures.thread", "concurrent.futures.process", "concurrent.futures"):
+            module = sys.modules.get(name)
+            if module is not None and name not in _state["patched"]:
+                _PATCHES[name](module)
+                _state["patched"][name] = "at-install"
+
+
+def uninstall() -> None:
+    """Remove the hook and restore the standard classes (for tests; programs use --compat=off)."""
+    with _lock:
+        if _finder in sys.meta_path:
+            sys.meta_path.remove(_finder)
+        for (module_name, name), value in _state["originals"].items():
+            module = sys.modules.get(module_name)
+            if module is None:
+                continue
+            if value is _MISSING:
+                module.__dict__.pop(name, None)
+            else:
+                setattr(module, name, value)
+        _state["originals"].clear()
+        _state["patched"].clear()
+        _state["mode"] = "off"
+
+
+def status() -> dict:
+    """What is substituted now, and since when."""
+    with _lock:
+        managed = _state["mode"] == "managed"
+        substituted = {}
+        if managed:
+            substituted = {
+                "concurrent.futures.ThreadPoolExecutor": "unirun native threads",
+                "asyncio default executor": "unirun native threads (a ThreadPoolExecutor)",
+                "concurrent.futures.InterpreterPoolExecutor": "unirun native interpreters",
+                "concurrent.futures.ProcessPoolExecutor": (
+                    "unirun native interpreters, falling back to processes per task"
+                    if _state["process_pool"] == "interpreters" else "standard library"),
+            }
+        return {
+            "mode": _state["mode"],
+            "process_pool": _state["process_pool"],
+            "hook_installed": _finder in sys.meta_path,
+            "substituted": substituted,
+            "modules_adjusted": dict(_state["patched"]),
+        }

@@ -1,0 +1,134 @@
+"""ProcessPoolExecutor served by subinterpreter workers (--process-pool=interpreters), falling
+back, task by task, to a real process pool for tasks a subinterpreter cannot run."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from concurrent.futures import _base
+from concurrent.futures import process as _stdlib
+
+import _unirun
+
+from .. import _trace
+from .._capabilities import capabilities
+from .._config import RuntimeConfig
+from .._decide import Request, decide
+from . import interpreter_pool
+
+__all__ = ["ProcessPoolExecutor"]
+
+_warned = False
+_warn_lock = threading.Lock()
+
+
+def needs_a_process(exc):
+    """True for a task that failed only because it ran in a subinterpreter: an extension
+    refused to load there, or the call itself could not be loaded there."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ImportError) and "subinterpreter" in str(exc):
+            return True
+        if getattr(exc, "_unirun_stage", None) == "load":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _announce_fallback(fn, exc):
+    global _warned
+    trace = decide(Request(flavor="processes", name="process-pool-fallback"),
+                   RuntimeConfig.from_env(), capabilities())
+    trace.kind, trace.reason_code = "fallback", "subinterpreter-refused-processes"
+    trace.reason = f"{getattr(fn, '__qualname__', fn)!s}: {exc}"
+    trace.backend = "concurrent.futures.ProcessPoolExecutor"
+    _trace.record(trace, path=RuntimeConfig.from_env().trace_path)
+    with _warn_lock:
+        if _warned:
+            return
+        _warned = True
+    warnings.warn(f"unirun: {getattr(fn, '__qualname__', fn)!s} cannot run in a subinterpreter "
+                  f"({exc}); such tasks run in a real process pool (warned once)",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _relay(source, target):
+    """Copy a finished future's outcome to a running one."""
+    if source.cancelled():
+        target.set_exception(_base.CancelledError())
+    elif source.exception() is not None:
+        target.set_exception(source.exception())
+    else:
+        target.set_result(source.result())
+
+
+class ProcessPoolExecutor(_stdlib.ProcessPoolExecutor):
+    """The ProcessPoolExecutor API on subinterpreter workers, with a per-task fallback."""
+
+    def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
+                 max_tasks_per_child=None):
+        if max_workers is not None and max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        self._max_workers = max_workers or interpreter_pool.thread_pool._cpu_count()
+        self._process_args = (self._max_workers, mp_context, initializer, initargs)
+        self._max_tasks_per_child = max_tasks_per_child
+        self._interpreters = interpreter_pool.InterpreterPoolExecutor(
+            self._max_workers, initializer=initializer, initargs=initargs)
+        self._processes = None
+        self._lock = threading.Lock()
+        self._shutdown_thread = False
+
+    def _process_pool(self):
+        with self._lock:
+            if self._processes is None:
+                max_workers, mp_context, initializer, initargs = self._process_args
+                self._processes = _stdlib.ProcessPoolExecutor(
+                    max_workers, mp_context, initializer, initargs,
+                    max_tasks_per_child=self._max_tasks_per_child)
+            return self._processes
+
+    def submit(self, fn, /, *args, **kwargs):
+        if self._shutdown_thread:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        inner = self._interpreters.submit(fn, *args, **kwargs)
+        outer = _unirun.Future()
+
+        def on_inner_done(done):
+            if done.cancelled():
+                outer.cancel()
+                outer.set_running_or_notify_cancel()
+                return
+            if not outer.set_running_or_notify_cancel():
+                return
+            exc = None if done.cancelled() else done.exception()
+            if exc is not None and needs_a_process(exc):
+                _announce_fallback(fn, exc)
+                try:
+                    retry = self._process_pool().submit(fn, *args, **kwargs)
+                except BaseException as error:
+                    outer.set_exception(error)
+                    return
+                retry.add_done_callback(lambda finished: _relay(finished, outer))
+                return
+            _relay(done, outer)
+
+        outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+        inner.add_done_callback(on_inner_done)
+        return outer
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1):
+        """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        return _base.Executor.map(self, fn, *iterables, timeout=timeout)
+
+    def shutdown(self, wait=True, *, cancel_futures=False):
+        self._shutdown_thread = True
+        self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
+        with self._lock:
+            processes = self._processes
+        if processes is not None:
+            processes.shutdown(wait=wait, cancel_futures=cancel_futures)
