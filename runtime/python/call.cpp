@@ -88,6 +88,7 @@ Call::Commit Call::commit_from_python(Event event) {
 }
 
 Call::Commit Call::change(Event event, PyObject *future_hint) {
+    if (event == Event::Result || event == Event::Exception) scheduler::note_task_finishing(this);
     PyObject *future;
     {
         std::lock_guard lock(mutex_);

@@ -1,5 +1,10 @@
 #include "scheduler/scheduler.hpp"
 
+#include <pthread.h>
+
+#include <algorithm>
+#include <new>
+
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #define UNIRUN_CPU_RELAX() _mm_pause()
@@ -9,10 +14,72 @@
 
 namespace unirun::scheduler {
 
-Pool::Pool(size_t max_workers, Spawner spawner)
-    : max_workers_(max_workers == 0 ? 1 : max_workers), spawner_(std::move(spawner)) {}
+namespace {
+thread_local Pool *tl_pool = nullptr;          // the pool this worker thread works for
+thread_local const Task *tl_task = nullptr;    // the task it is running
+thread_local bool tl_finishing = false;        // counted in tl_pool->finishing_
+}  // namespace
 
-Pool::~Pool() = default;
+// Every live pool, for the fork handlers.
+struct ForkGuard {
+    static std::mutex &registry_mutex() {
+        static std::mutex *mutex = new std::mutex;  // never destroyed: used by atfork handlers
+        return *mutex;
+    }
+    static std::vector<Pool *> &pools() {
+        static auto *pools = new std::vector<Pool *>;
+        return *pools;
+    }
+    static void prepare() {
+        registry_mutex().lock();
+        for (Pool *pool : pools()) pool->mutex_.lock();
+    }
+    static void parent() {
+        for (Pool *pool : pools()) pool->mutex_.unlock();
+        registry_mutex().unlock();
+    }
+    static void child() {
+        for (Pool *pool : pools()) pool->reset_after_fork_in_child();
+        new (&registry_mutex()) std::mutex;
+    }
+    static void add(Pool *pool) {
+        static std::once_flag once;
+        std::call_once(once, [] { pthread_atfork(prepare, parent, child); });
+        std::lock_guard lock(registry_mutex());
+        pools().push_back(pool);
+    }
+    static void remove(Pool *pool) {
+        std::lock_guard lock(registry_mutex());
+        auto &all = pools();
+        all.erase(std::remove(all.begin(), all.end(), pool), all.end());
+    }
+};
+
+void Pool::reset_after_fork_in_child() {
+    // The locks were held by the forking thread (prepare); the threads that waited on the
+    // condition variable do not exist here. Both start fresh.
+    new (&mutex_) std::mutex;
+    new (&wakeup_) std::condition_variable;
+    idle_ = spawning_ = finishing_ = alive_ = 0;
+    busy_.store(0);
+    tl_pool = nullptr;
+    tl_task = nullptr;
+    tl_finishing = false;
+}
+
+void note_task_finishing(const Task *task) {
+    if (tl_pool == nullptr || tl_task != task || tl_finishing) return;
+    std::lock_guard lock(tl_pool->mutex_);
+    ++tl_pool->finishing_;
+    tl_finishing = true;
+}
+
+Pool::Pool(size_t max_workers, Spawner spawner)
+    : max_workers_(max_workers == 0 ? 1 : max_workers), spawner_(std::move(spawner)) {
+    ForkGuard::add(this);
+}
+
+Pool::~Pool() { ForkGuard::remove(this); }
 
 Pool::Submit Pool::submit(TaskPtr task) {
     bool spawn = false, wake = false;
@@ -23,7 +90,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
         queued_.store(queue_.size(), std::memory_order_release);
         submitted_.fetch_add(1, std::memory_order_relaxed);
         // Like ThreadPoolExecutor: a new worker only when nobody is idle to take this task.
-        if (idle_ + spawning_ < queue_.size() && alive_ + spawning_ < max_workers_) {
+        if (idle_ + spawning_ + finishing_ < queue_.size() && alive_ + spawning_ < max_workers_) {
             ++spawning_;
             spawn = true;
         }
@@ -92,6 +159,10 @@ bool Pool::spin_for_work() const {
 
 TaskPtr Pool::take(const ParkHooks &hooks) {
     std::unique_lock lock(mutex_);
+    if (tl_finishing) {
+        --finishing_;
+        tl_finishing = false;
+    }
     for (;;) {
         if (!queue_.empty()) {
             TaskPtr task = std::move(queue_.front());
@@ -100,18 +171,15 @@ TaskPtr Pool::take(const ParkHooks &hooks) {
             return task;
         }
         if (shut_down_) return nullptr;
-        // Never sleep attached: release the lock, detach, then park. Re-attach with the lock
-        // released too, since attaching can wait for a thread that is submitting to us.
+        // Never sleep attached: release the lock, detach, then spin and park. Re-attach with
+        // the lock released too, since attaching can wait for a thread that is submitting to
+        // us. A spinning worker counts as idle, so a submit reuses it.
+        ++idle_;
         lock.unlock();
         hooks.detach();
-        if (spin_for_work()) {
-            hooks.attach();
-            lock.lock();
-            continue;
-        }
+        bool found = spin_for_work();
         lock.lock();
-        ++idle_;
-        wakeup_.wait(lock, [this] { return !queue_.empty() || shut_down_; });
+        if (!found) wakeup_.wait(lock, [this] { return !queue_.empty() || shut_down_; });
         --idle_;
         lock.unlock();
         hooks.attach();
@@ -126,11 +194,15 @@ void Pool::work(const ParkHooks &hooks) {
         ++alive_;
     }
     workers_started_.fetch_add(1, std::memory_order_relaxed);
+    Pool *outer_pool = tl_pool;  // restored on leaving, for a thread that works for two pools
+    tl_pool = this;
     while (TaskPtr task = take(hooks)) {
         if (task->try_start()) {
             started_.fetch_add(1, std::memory_order_relaxed);
             busy_.fetch_add(1, std::memory_order_relaxed);
+            tl_task = task.get();
             bool ok = task->run();
+            tl_task = nullptr;
             busy_.fetch_sub(1, std::memory_order_relaxed);
             (ok ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
         } else {
@@ -139,6 +211,11 @@ void Pool::work(const ParkHooks &hooks) {
         }
     }
     std::lock_guard lock(mutex_);
+    if (tl_finishing) {
+        --finishing_;
+        tl_finishing = false;
+    }
+    tl_pool = outer_pool;
     --alive_;
 }
 

@@ -55,6 +55,12 @@ class Task {
 
 using TaskPtr = std::shared_ptr<Task>;
 
+// Called by a task when it has delivered its outcome, before it wakes whoever waits for it: the
+// worker running it will take new work at once, so a submit that the outcome provokes reuses
+// that worker instead of starting another (ThreadPoolExecutor reuses idle threads the same way).
+// A no-op unless `task` is the one the calling worker thread is running.
+void note_task_finishing(const Task *task);
+
 struct Counters {
     uint64_t submitted = 0;
     uint64_t started = 0;
@@ -112,6 +118,11 @@ class Pool : public std::enable_shared_from_this<Pool> {
     TaskPtr take(const ParkHooks &hooks);
     bool spin_for_work() const;
 
+    // fork(): only the forking thread survives in the child, so every pool there starts over
+    // with no workers and fresh locks (its queue is kept; new submits start new workers).
+    friend struct ForkGuard;
+    void reset_after_fork_in_child();
+
     const size_t max_workers_;
     Spawner spawner_;
 
@@ -121,8 +132,11 @@ class Pool : public std::enable_shared_from_this<Pool> {
     std::atomic<size_t> queued_{0};  // queue_.size(), readable without the lock (spinning)
     bool shut_down_ = false;
     size_t idle_ = 0;      // workers parked in take()
+    size_t finishing_ = 0;  // workers whose task has delivered its outcome (note_task_finishing)
     size_t spawning_ = 0;  // asked for, not yet in work()
     size_t alive_ = 0;
+
+    friend void note_task_finishing(const Task *task);
 
     std::atomic<uint64_t> submitted_{0}, started_{0}, completed_{0}, failed_{0}, cancelled_{0},
         busy_{0}, workers_started_{0};
