@@ -6,7 +6,7 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python demo bench clean
+.PHONY: all bootstrap build test test-cpp test-python demo bench parity clean
 
 all: build
 
@@ -46,3 +46,8 @@ clean:
 # Benchmarks: ratios against the standard library and peers, side by side (bench/run.py).
 bench: build
 	@$(PYTEST_PYTHON) bench/run.py
+
+# CPython's own test_concurrent_futures and test_asyncio under the launcher, compat managed,
+# on both runtimes (cpython-parity/run.py); writes build/parity/summary.json.
+parity: build
+	@$(PYTEST_PYTHON) cpython-parity/run.py

@@ -159,7 +159,11 @@ def value_outcome_error(result, exc):
 def _explain(exc, loading):
     """Add what to do to the errors that only interpreter workers raise."""
     if isinstance(exc, ImportError) and "does not support loading in subinterpreters" in str(exc):
-        exc.msg = (f"module {exc.name!r} cannot be imported in a subinterpreter ({exc.msg}); "
+        import re
+
+        named = re.search(r"module (\S+) does not support", str(exc))
+        name = exc.name or (named.group(1) if named else "?")
+        exc.msg = (f"module {name!r} cannot be imported in a subinterpreter ({exc.msg}); "
                    "run this task with the threads or processes flavor instead, e.g. "
                    "unirun.thread_executor() or unirun.process_executor()")
         exc.args = (exc.msg,)

@@ -38,9 +38,29 @@ _state = {
 }
 
 
+def _loading(name):
+    """True while unirun.compat.NAME is being imported: it imported the stdlib module whose
+    adjustment needs it, and finishes that adjustment itself (see the end of each module)."""
+    module = sys.modules.get(f"{__name__}.{name}")
+    return module is not None and not getattr(module, "_ready", False)
+
+
 def _patch_thread(module):
+    if _loading("thread_pool"):
+        return
     from . import thread_pool
 
+    if module.__dict__.get("ThreadPoolExecutor") is not thread_pool._STDLIB_THREAD_POOL and \
+            module.__dict__.get("ThreadPoolExecutor") is not thread_pool.ThreadPoolExecutor:
+        # concurrent.futures.thread was reloaded: its class is new, so ours must derive anew
+        # (isinstance checks against the new class must hold too).
+        import importlib
+
+        thread_pool = importlib.reload(thread_pool)
+        for name in ("unirun.compat.interpreter_pool", "unirun.compat.process_pool"):
+            if name in sys.modules:
+                importlib.reload(sys.modules[name])
+        _state["originals"].pop((module.__name__, "ThreadPoolExecutor"), None)
     _swap(module, "ThreadPoolExecutor", thread_pool.ThreadPoolExecutor)
 
 
@@ -75,7 +95,7 @@ def _patch_package(module):
 
 
 def _patch_process(module):
-    if _state["process_pool"] != "interpreters":
+    if _state["process_pool"] != "interpreters" or _loading("process_pool"):
         return
     from . import process_pool
 
@@ -87,6 +107,16 @@ _PATCHES = {
     "concurrent.futures.thread": _patch_thread,
     "concurrent.futures.process": _patch_process,
 }
+
+
+def _adjusted(module_name):
+    """Called at the end of thread_pool and process_pool: adjust the stdlib module they
+    imported while loading, if the hook is on."""
+    with _lock:
+        module = sys.modules.get(module_name)
+        if _state["mode"] == "managed" and module is not None:
+            _PATCHES[module_name](module)
+            _state["patched"].setdefault(module_name, "on-import")
 
 
 def _swap(module, name, value):
@@ -150,6 +180,13 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
         if mode == "off":
             uninstall()
             return
+        try:
+            import _unirun
+        except ImportError:
+            _unirun = None
+        if not hasattr(_unirun, "Pool"):
+            raise RuntimeError("unirun.compat serves executors from unirun's native scheduler, "
+                               "which only unirun-python has; run the program with unirun-python")
         _state["mode"] = mode
         _state["process_pool"] = process_pool
         if _finder not in sys.meta_path:

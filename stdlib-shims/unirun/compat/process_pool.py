@@ -18,6 +18,9 @@ from . import interpreter_pool
 
 __all__ = ["ProcessPoolExecutor"]
 
+# The standard class, taken before the hook replaces the module's attribute with ours.
+_STDLIB_PROCESS_POOL = _stdlib.ProcessPoolExecutor
+
 _warned = False
 _warn_lock = threading.Lock()
 
@@ -63,7 +66,7 @@ def _relay(source, target):
         target.set_result(source.result())
 
 
-class ProcessPoolExecutor(_stdlib.ProcessPoolExecutor):
+class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     """The ProcessPoolExecutor API on subinterpreter workers, with a per-task fallback."""
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
@@ -85,7 +88,13 @@ class ProcessPoolExecutor(_stdlib.ProcessPoolExecutor):
         with self._lock:
             if self._processes is None:
                 max_workers, mp_context, initializer, initargs = self._process_args
-                self._processes = _stdlib.ProcessPoolExecutor(
+                if mp_context is None:
+                    # Never fork a process that runs subinterpreter workers (the child would
+                    # clear them without their thread states): forkserver, 3.14's default.
+                    import multiprocessing
+
+                    mp_context = multiprocessing.get_context("forkserver")
+                self._processes = _STDLIB_PROCESS_POOL(
                     max_workers, mp_context, initializer, initargs,
                     max_tasks_per_child=self._max_tasks_per_child)
             return self._processes
@@ -132,3 +141,10 @@ class ProcessPoolExecutor(_stdlib.ProcessPoolExecutor):
             processes = self._processes
         if processes is not None:
             processes.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+_ready = True
+# If importing this module is what loaded concurrent.futures.process, the hook deferred adjusting it.
+from . import _adjusted  # noqa: E402
+
+_adjusted("concurrent.futures.process")

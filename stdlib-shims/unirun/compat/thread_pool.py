@@ -105,3 +105,10 @@ class ThreadPoolExecutor(_STDLIB_THREAD_POOL):
                     thread.join()
 
     shutdown.__doc__ = _base.Executor.shutdown.__doc__
+
+
+_ready = True
+# If importing this module is what loaded concurrent.futures.thread, the hook deferred adjusting it.
+from . import _adjusted  # noqa: E402
+
+_adjusted("concurrent.futures.thread")

@@ -1,0 +1,141 @@
+"""make parity: CPython's own test_concurrent_futures and test_asyncio under unirun-python.
+
+For each thread mode (GIL and free-threaded runtime) and each suite, runs the runtime's own
+`-m test SUITE` under the launcher with compat managed, applying cpython-parity/waivers.toml
+through regrtest's --ignorefile. Then it runs the waived tests alone to find any that pass now,
+lists the suite's test cases to find waivers that match nothing, and writes
+build/parity/summary.json. Exit status 1 if any test failed.
+"""
+
+import argparse
+import fnmatch
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tomllib
+import xml.etree.ElementTree as ET
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+LAUNCHER = ROOT / "build" / "unirun-python"
+OUT = ROOT / "build" / "parity"
+SUITES = ("test_concurrent_futures", "test_asyncio")
+MODES = ("gil", "nogil")
+
+
+def load_waivers():
+    data = tomllib.loads((ROOT / "cpython-parity" / "waivers.toml").read_text())
+    waivers = data.get("waiver", [])
+    for waiver in waivers:
+        missing = {"test", "suite", "runtime", "reason"} - set(waiver)
+        if missing or waiver["runtime"] not in ("any", "gil", "nogil") or not waiver["reason"].strip():
+            sys.exit(f"parity: malformed waiver {waiver}: needs test, suite, runtime (any|gil|nogil), reason")
+    return waivers
+
+
+def regrtest(mode, args, junit=None):
+    command = [str(LAUNCHER), f"--thread-mode={mode}", "--compat=managed", "-m", "test", *args]
+    if junit is not None:
+        command += ["--junit-xml", str(junit)]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=OUT, timeout=3600)
+
+
+def junit_counts(path):
+    """(run, failed ids, skipped) from regrtest's JUnit XML."""
+    run, failed, skipped = 0, [], 0
+    if not path.exists():
+        return run, failed, skipped
+    for case in ET.parse(path).getroot().iter("testcase"):
+        run += 1
+        test_id = f"{case.get('classname')}.{case.get('name')}"
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed.append(test_id)
+        elif case.find("skipped") is not None:
+            skipped += 1
+    return run, failed, skipped
+
+
+def run_suite(mode, suite, waivers, jobs):
+    mine = [w for w in waivers if w["suite"] == suite and w["runtime"] in ("any", mode)]
+    ignore = OUT / f"{mode}-{suite}-ignore.txt"
+    ignore.write_text("".join(w["test"] + "\n" for w in mine))
+    junit = OUT / f"{mode}-{suite}.xml"
+    junit.unlink(missing_ok=True)
+    args = [suite, f"-j{jobs}", "--timeout=600"]
+    if mine:
+        args += ["--ignorefile", str(ignore)]
+    proc = regrtest(mode, args, junit)
+    (OUT / f"{mode}-{suite}.log").write_text(proc.stdout + proc.stderr)
+    run, failed, skipped = junit_counts(junit)
+    if proc.returncode not in (0,) and not failed:
+        failed = [f"{suite} (regrtest exited {proc.returncode}; see build/parity/{mode}-{suite}.log)"]
+
+    # Waivers that match no test case of this suite.
+    listed = regrtest(mode, [suite, "--list-cases"]).stdout.split()
+    stale = [w["test"] for w in mine if not any(fnmatch.fnmatchcase(case, w["test"]) or case == w["test"]
+                                                 for case in listed)]
+    # Waived tests that pass now.
+    unexpected = []
+    live = [w for w in mine if w["test"] not in stale]
+    if live:
+        match = OUT / f"{mode}-{suite}-waived.txt"
+        match.write_text("".join(w["test"] + "\n" for w in live))
+        waived_junit = OUT / f"{mode}-{suite}-waived.xml"
+        waived_junit.unlink(missing_ok=True)
+        regrtest(mode, [suite, "--matchfile", str(match)], waived_junit)
+        ran, still_failing, waived_skipped = junit_counts(waived_junit)
+        if ran - waived_skipped > 0 and not still_failing:
+            unexpected = [w["test"] for w in live]
+    return {
+        "run": run,
+        "passed": run - len(failed) - skipped,
+        "failed": len(failed),
+        "failed_tests": failed,
+        "skipped": skipped,
+        "waived": len(mine),
+        "stale_waivers": stale,
+        "unexpected_passes": unexpected,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
+    parser.add_argument("-j", "--jobs", type=int, default=2)
+    args = parser.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    waivers = load_waivers()
+    summary = {}
+    runtimes = {r["free_threaded"]: r["tag"] for r in json.loads(
+        subprocess.run([str(LAUNCHER), "--list-runtimes", "--json"], capture_output=True, text=True,
+                       check=True).stdout)}
+    for mode in args.modes:
+        runtime = runtimes.get(mode == "nogil")
+        if runtime is None:
+            print(f"parity: no {'free-threaded' if mode == 'nogil' else 'GIL'} runtime: skipped")
+            continue
+        for suite in args.suites:
+            print(f"parity: {suite} on {runtime} ({mode}) ...", flush=True)
+            result = run_suite(mode, suite, waivers, args.jobs)
+            summary.setdefault(runtime, {})[suite] = result
+            print(f"parity: {suite} on {runtime}: run {result['run']}, passed {result['passed']}, "
+                  f"failed {result['failed']}, skipped {result['skipped']}, waived {result['waived']}, "
+                  f"stale waivers {len(result['stale_waivers'])}, unexpected passes "
+                  f"{len(result['unexpected_passes'])}", flush=True)
+            for test in result["failed_tests"]:
+                print(f"parity:   FAILED {test}")
+            for test in result["stale_waivers"]:
+                print(f"parity:   stale waiver (matches no test): {test}")
+            for test in result["unexpected_passes"]:
+                print(f"parity:   waived but passes now: {test}")
+    (OUT / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    failed = sum(s["failed"] for suites in summary.values() for s in suites.values())
+    print(f"parity: wrote {OUT / 'summary.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""unirun.compat: the import hook that serves unmodified programs.
+
+Each case runs a small program in its own unirun-python process, since the hook is
+process-wide; under plain python only the refusal is checked.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import unirun.compat
+
+UNDER_LAUNCHER = unirun.capabilities().under_launcher
+needs_launcher = pytest.mark.skipif(not UNDER_LAUNCHER, reason="compat runs only under unirun-python")
+
+
+def run(source, *launcher_args, env=None):
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
+    environment.update(env or {})
+    proc = subprocess.run([sys.executable, *launcher_args, "-c", textwrap.dedent(source)],
+                          capture_output=True, text=True, timeout=300, env=environment)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@needs_launcher
+def test_thread_pool_is_substituted_and_still_a_thread_pool():
+    out = run("""
+        import concurrent.futures as cf
+        import concurrent.futures.thread as t
+        from unirun.compat.thread_pool import ThreadPoolExecutor as Native
+        with cf.ThreadPoolExecutor(2, thread_name_prefix="app", initializer=print, initargs=("init",)) as ex:
+            assert ex.submit(pow, 2, 8).result() == 256
+            names = {ex.submit(__import__("threading").current_thread).result().name for _ in range(4)}
+        print(cf.ThreadPoolExecutor is Native, t.ThreadPoolExecutor is Native,
+              isinstance(ex, Native.__mro__[1]), sorted(n.split("_")[0] for n in names)[0])
+    """)
+    words = out.split()
+    assert words[-4:] == ["True", "True", "True", "app"]
+    assert 1 <= words.count("init") <= 2  # the initializer ran once in each worker started
+
+
+@needs_launcher
+def test_asyncio_default_executor_is_served():
+    out = run("""
+        import asyncio
+        async def main():
+            await asyncio.to_thread(int)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, int)
+            return type(loop._default_executor).__module__
+        print(asyncio.run(main()))
+    """)
+    assert out.strip() == "unirun.compat.thread_pool"
+
+
+@needs_launcher
+def test_imported_before_the_hook_is_adjusted_once():
+    # sitecustomize-like: the stdlib modules were imported before compat was installed.
+    out = run("""
+        import unirun.compat as compat
+        compat.uninstall()
+        import concurrent.futures as cf
+        stdlib_class = cf.ThreadPoolExecutor
+        compat.install()
+        import concurrent.futures.thread as t
+        print(cf.ThreadPoolExecutor is t.ThreadPoolExecutor, cf.ThreadPoolExecutor is not stdlib_class,
+              issubclass(cf.ThreadPoolExecutor, stdlib_class),
+              compat.status()["modules_adjusted"]["concurrent.futures.thread"])
+    """)
+    assert out.split() == ["True", "True", "True", "at-install"]
+
+
+@needs_launcher
+def test_reload_keeps_the_substitution_consistent():
+    out = run("""
+        import importlib, concurrent.futures.thread as t
+        import unirun.compat.thread_pool as native
+        old_stdlib = native._STDLIB_THREAD_POOL
+        t = importlib.reload(t)
+        import unirun.compat.thread_pool as native
+        ex = t.ThreadPoolExecutor(1)
+        print(type(ex).__module__, native._STDLIB_THREAD_POOL is not old_stdlib,
+              isinstance(ex, native._STDLIB_THREAD_POOL), ex.submit(abs, -3).result())
+        ex.shutdown()
+    """)
+    assert out.split() == ["unirun.compat.thread_pool", "True", "True", "3"]
+
+
+@needs_launcher
+def test_interpreter_pool_executor_on_313(tmp_path):
+    out = run("""
+        import concurrent.futures as cf, operator
+        with cf.InterpreterPoolExecutor(2) as ex:
+            print(list(ex.map(operator.neg, range(3))), isinstance(ex, cf.ThreadPoolExecutor))
+    """)
+    assert out.strip() == "[0, -1, -2] True"
+
+
+@needs_launcher
+def test_compat_off_is_the_pure_standard_library():
+    source = """
+        import concurrent.futures as cf, unirun.compat as compat
+        print(cf.ThreadPoolExecutor.__module__, hasattr(cf, "InterpreterPoolExecutor"), compat.status()["mode"])
+    """
+    assert run(source, "--compat=off").split() == ["concurrent.futures.thread", "False", "off"]
+    assert run(source, env={"UNIRUN_COMPAT": "off"}).split() == ["concurrent.futures.thread", "False", "off"]
+    assert run(source).split() == ["unirun.compat.thread_pool", "True", "managed"]
+
+
+@needs_launcher
+def test_bad_compat_values_are_usage_errors():
+    for args, env, named in [(["--compat=on"], {}, "--compat=on"),
+                             ([], {"UNIRUN_COMPAT": "yes"}, "UNIRUN_COMPAT=yes"),
+                             (["--process-pool=threads"], {}, "--process-pool=threads"),
+                             ([], {"UNIRUN_PROCESS_POOL": "x"}, "UNIRUN_PROCESS_POOL=x")]:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
+        environment.update(env)
+        proc = subprocess.run([sys.executable, *args, "-c", "pass"], capture_output=True, text=True,
+                              env=environment, timeout=60)
+        assert proc.returncode == 2 and named in proc.stderr
+
+
+@needs_launcher
+def test_process_pool_on_interpreters_with_per_task_fallback():
+    pytest.importorskip("_testsinglephase", reason="the runtime was built without test modules")
+    tests_dir = os.path.dirname(os.path.abspath(__file__))
+    out = run("""
+        import concurrent.futures as cf, operator, warnings
+        import native_tasks, unirun.compat as compat
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with cf.ProcessPoolExecutor(2) as ex:
+                plain = ex.submit(operator.neg, 5).result()
+                refused = [ex.submit(native_tasks.import_module, "_testsinglephase").result()
+                           for _ in range(2)]
+        print(type(ex).__module__, isinstance(ex, cf.process.ProcessPoolExecutor.__mro__[1]), plain,
+              refused[0], refused[1], len([w for w in caught if "subinterpreter" in str(w.message)]),
+              compat.status()["process_pool"])
+    """, "--process-pool=interpreters", env={"PYTHONPATH": tests_dir})
+    # plain work ran on interpreters; the refused import fell back to a real process, warned once
+    assert out.split() == ["unirun.compat.process_pool", "True", "-5", "_testsinglephase",
+                           "_testsinglephase", "1", "interpreters"]
+
+
+def test_install_refuses_outside_the_launcher():
+    if UNDER_LAUNCHER:
+        pytest.skip("the refusal is for plain python")
+    with pytest.raises(RuntimeError, match="unirun-python"):
+        unirun.compat.install()
+    assert unirun.compat.status()["mode"] == "off"
