@@ -42,19 +42,27 @@ def regrtest(mode, args, junit=None):
     return subprocess.run(command, capture_output=True, text=True, env=env, cwd=OUT, timeout=3600)
 
 
-def junit_counts(path):
-    """(run, failed ids, skipped) from regrtest's JUnit XML."""
-    run, failed, skipped = 0, [], 0
+def junit_cases(path):
+    """{test id: "passed" | "failed" | "skipped"} from regrtest's JUnit XML."""
+    cases = {}
     if not path.exists():
-        return run, failed, skipped
+        return cases
     for case in ET.parse(path).getroot().iter("testcase"):
-        run += 1
         test_id = f"{case.get('classname')}.{case.get('name')}"
         if case.find("failure") is not None or case.find("error") is not None:
-            failed.append(test_id)
+            cases[test_id] = "failed"
         elif case.find("skipped") is not None:
-            skipped += 1
-    return run, failed, skipped
+            cases[test_id] = "skipped"
+        else:
+            cases[test_id] = "passed"
+    return cases
+
+
+def junit_counts(path):
+    """(run, failed ids, skipped) from regrtest's JUnit XML."""
+    cases = junit_cases(path)
+    failed = [test for test, outcome in cases.items() if outcome == "failed"]
+    return len(cases), failed, sum(1 for outcome in cases.values() if outcome == "skipped")
 
 
 def run_suite(mode, suite, waivers, jobs):
@@ -85,9 +93,12 @@ def run_suite(mode, suite, waivers, jobs):
         waived_junit = OUT / f"{mode}-{suite}-waived.xml"
         waived_junit.unlink(missing_ok=True)
         regrtest(mode, [suite, "--matchfile", str(match)], waived_junit)
-        ran, still_failing, waived_skipped = junit_counts(waived_junit)
-        if ran - waived_skipped > 0 and not still_failing:
-            unexpected = [w["test"] for w in live]
+        outcomes = junit_cases(waived_junit)
+        for waiver in live:
+            matched = [o for test, o in outcomes.items()
+                       if test == waiver["test"] or fnmatch.fnmatchcase(test, waiver["test"])]
+            if matched and all(o == "passed" for o in matched):
+                unexpected.append(waiver["test"])
     return {
         "run": run,
         "passed": run - len(failed) - skipped,
