@@ -35,7 +35,7 @@ def describe_runtime():
 
 
 def main():
-    tasks, limit, workers = 4, 60_000, 2
+    tasks, limit, workers = 8, 100_000, 2
     print(describe_runtime())
 
     start = time.perf_counter()
@@ -51,6 +51,23 @@ def main():
     where = sorted({thread for _, thread in results})
     print(f"  {tasks} tasks of count_primes({limit}) ran on {', '.join(where)}")
     print(f"  speedup of ThreadPoolExecutor({workers}) over one thread: {sequential / threaded:.2f}x")
+
+    try:
+        from unirun import Run
+    except ImportError:
+        return
+    # The same work where unirun decides: cpu_bound picks threads on a free-threaded runtime
+    # and subinterpreter workers (one GIL each) on a GIL runtime.
+    start = time.perf_counter()
+    with Run(cpu_bound=True, max_workers=workers, name="cpu_demo") as executor:
+        counts = list(executor.map(count_primes_only, [limit] * tasks))
+    decided = time.perf_counter() - start
+    assert counts == expected
+    print(f"  Run(cpu_bound=True) chose {executor.__class__.__name__}: speedup {sequential / decided:.2f}x")
+
+
+def count_primes_only(limit):
+    return count_primes(limit)[0]
 
 
 if __name__ == "__main__":
