@@ -43,6 +43,7 @@ def interleave(repeats, contenders):
 def case_threads_tiny(repeats):
     from unirun._executors import ThreadExecutor
 
+    assert cf.ThreadPoolExecutor.__module__ == "concurrent.futures.thread", "run with --compat=off"
     stdlib = cf.ThreadPoolExecutor(WORKERS)
     unirun = ThreadExecutor(WORKERS)
     warm(stdlib), warm(unirun)

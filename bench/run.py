@@ -37,7 +37,9 @@ VALUES = {
 
 def run_case(case, mode, repeats):
     env = dict(os.environ, PYTHONPATH=str(ROOT / "bench"))
-    proc = subprocess.run([str(LAUNCHER), f"--thread-mode={mode}", str(ROOT / "bench" / "cases.py"),
+    # --compat=off: the stdlib contenders must be the standard library's own executors (compat
+    # would serve ThreadPoolExecutor from unirun); unirun's side uses its executors directly.
+    proc = subprocess.run([str(LAUNCHER), f"--thread-mode={mode}", "--compat=off", str(ROOT / "bench" / "cases.py"),
                            case, str(repeats)], capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:
         sys.exit(f"bench case {case} ({mode}) failed:\n{proc.stderr}")
