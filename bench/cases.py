@@ -184,6 +184,28 @@ print(json.dumps((rss_bytes() - before) / ({count} - 1)))
             "unit": "bytes"}
 
 
+def case_startup(repeats):
+    """`-c pass` under unirun-python (compat managed, as users run it) against the runtime's own
+    python: the launcher, the hand-off and the compat hook together."""
+    import subprocess
+
+    launcher = os.environ.get("UNIRUN_BENCH_LAUNCHER", sys.executable)
+    python = sys._base_executable
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRUN_")}
+
+    def timed(argv):
+        runs = 10
+        start = time.perf_counter()
+        for _ in range(runs):
+            subprocess.run(argv, check=True, env=env)
+        return (time.perf_counter() - start) / runs
+
+    return {"samples": interleave(repeats, {
+        "unirun-python": lambda: timed([launcher, "-c", "pass"]),
+        "python": lambda: timed([python, "-c", "pass"]),
+    })}
+
+
 CASES = {name[len("case_"):]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 if __name__ == "__main__":

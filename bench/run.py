@@ -27,6 +27,7 @@ RATIOS = {
     "cpu_scaling_interpreters_gil": ("cpu_interpreters", "gil", "sequential", "unirun", 1.85, ">="),
     "cpu_scaling_threads_nogil": ("cpu_threads", "nogil", "sequential", "unirun", 1.85, ">="),
     "interp_worker_rss_vs_stdlib": ("interp_rss", "gil", "unirun", "stdlib", 1.10, "<="),
+    "startup_vs_python": ("startup", "gil", "unirun-python", "python", 1.25, "<="),
 }
 # Reported as values, not ratios: (case, mode, contender, scale, unit)
 VALUES = {
@@ -36,7 +37,7 @@ VALUES = {
 
 
 def run_case(case, mode, repeats):
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench"))
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "bench"), UNIRUN_BENCH_LAUNCHER=str(LAUNCHER))
     # --compat=off: the stdlib contenders must be the standard library's own executors (compat
     # would serve ThreadPoolExecutor from unirun); unirun's side uses its executors directly.
     proc = subprocess.run([str(LAUNCHER), f"--thread-mode={mode}", "--compat=off", str(ROOT / "bench" / "cases.py"),

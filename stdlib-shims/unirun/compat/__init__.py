@@ -180,11 +180,9 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
         if mode == "off":
             uninstall()
             return
-        try:
-            import _unirun
-        except ImportError:
-            _unirun = None
-        if not hasattr(_unirun, "Pool"):
+        # Checked without importing _unirun: its import loads concurrent.futures, which the
+        # hook must not do at start-up.
+        if "_unirun" not in sys.builtin_module_names:
             raise RuntimeError("unirun.compat serves executors from unirun's native scheduler, "
                                "which only unirun-python has; run the program with unirun-python")
         _state["mode"] = mode
