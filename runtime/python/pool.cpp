@@ -36,10 +36,13 @@ bool spawn_worker(PyObject *self) {
     Ref name = Ref::steal(PyUnicode_FromFormat("%U_%d", pool->name_prefix, index));
     Ref args = name ? Ref::steal(Py_BuildValue("(OO)", self, name.get())) : Ref();
     Ref thread = args ? call_native("start_worker", args.get()) : Ref();
-    if (!thread || PyList_Append(pool->threads, thread.get()) < 0) {
+    if (!thread) {
         Py_XSETREF(pool->spawn_error, PyErr_GetRaisedException());
         return false;
     }
+    // The thread runs now and counts itself in the pool: report success even if it cannot be
+    // listed (out of memory), or the pool would count it twice.
+    if (PyList_Append(pool->threads, thread.get()) < 0) PyErr_WriteUnraisable(self);
     return true;
 }
 

@@ -21,6 +21,14 @@ _lock = threading.Lock()
 _shared: dict = {}  # (flavor, workers) -> executor, for the life of the process
 
 
+def _is_shut_down(executor) -> bool:
+    pool = getattr(executor, "_pool", None)  # unirun's native executors
+    if pool is not None and hasattr(pool, "is_shut_down"):
+        return pool.is_shut_down
+    # ThreadPoolExecutor and InlineExecutor say _shutdown; ProcessPoolExecutor _shutdown_thread
+    return bool(getattr(executor, "_shutdown", False) or getattr(executor, "_shutdown_thread", False))
+
+
 def _shared_executor(flavor: str, max_workers: Optional[int], config: Optional[RuntimeConfig]):
     config = config if config is not None else RuntimeConfig.from_env()
     request = Request(flavor=flavor, max_workers=max_workers, name=f"shared-{flavor}")
@@ -36,7 +44,7 @@ def _shared_executor(flavor: str, max_workers: Optional[int], config: Optional[R
     key = (trace.resolved_flavor, trace.worker_count)
     with _lock:
         entry = _shared.get(key)
-        if entry is None or getattr(entry[0], "_shutdown", False) is True:
+        if entry is None or _is_shut_down(entry[0]):  # someone shut it down: make a new one
             entry = make_executor(trace.resolved_flavor, trace.worker_count,
                                   f"unirun-shared-{trace.resolved_flavor}", capabilities())
             _shared[key] = entry

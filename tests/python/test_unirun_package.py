@@ -409,6 +409,14 @@ def test_shared_executors_are_shared_per_size():
     assert unirun.last_decision().kind == "helper"
 
 
+def test_a_shared_executor_shut_down_by_someone_is_replaced():
+    first = unirun.thread_executor(5)
+    first.shutdown()
+    second = unirun.thread_executor(5)
+    assert second is not first
+    assert second.submit(tasks.square, 5).result() == 25
+
+
 def test_process_and_interpreter_helpers():
     assert unirun.process_executor(1).submit(tasks.square, 7).result() == 49
     executor = unirun.interpreter_executor(1, config=CONFIG)
