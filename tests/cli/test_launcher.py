@@ -286,6 +286,34 @@ def test_ctrl_c_exits_like_python(launcher, thread_mode, tmp_path):
     assert outcomes[1] == (-signal.SIGINT, "KeyboardInterrupt", True)
 
 
+WAITING_PROGRAM = textwrap.dedent(
+    """\
+    import concurrent.futures, time
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        future = pool.submit(time.sleep, 1)
+        print("ready", flush=True)
+        future.result()
+    """
+)
+
+
+def test_ctrl_c_while_waiting_on_a_future_exits_like_python(launcher, thread_mode, tmp_path):
+    # The future is unirun's under the launcher (compat) and the stdlib's under python: Ctrl-C
+    # must interrupt result() the same way, and exit must still wait for the running task.
+    mode, runtime = thread_mode
+    script = tmp_path / "waiter.py"
+    script.write_text(WAITING_PROGRAM)
+    outcomes = []
+    for argv in ([runtime["python"], str(script)], [launcher, f"--thread-mode={mode}", str(script)]):
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=clean_env())
+        assert proc.stdout.readline() == "ready\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        outcomes.append((proc.returncode, err.splitlines()[-1]))
+    assert outcomes[0] == outcomes[1] == (-signal.SIGINT, "KeyboardInterrupt")
+
+
 def read_until(fd, marker, timeout=60):
     seen = b""
     deadline = time.monotonic() + timeout
