@@ -270,10 +270,9 @@ def test_venv_of_another_runtime_is_reported_not_hidden(launcher, tmp_path):
 
 # --- signals, terminals, extensions ---------------------------------------------------------
 
-def test_ctrl_c_exits_like_python(launcher, thread_mode, tmp_path):
-    mode, runtime = thread_mode
-    script = tmp_path / "sleeper.py"
-    script.write_text("import sys, time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+def interrupted_outcomes(script, launcher, mode, runtime):
+    """Run script under python and under the launcher; Ctrl-C each once it printed "ready".
+    Returns (exit status, last stderr line, traceback printed) for each."""
     outcomes = []
     for argv in ([runtime["python"], str(script)], [launcher, f"--thread-mode={mode}", str(script)]):
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -282,8 +281,15 @@ def test_ctrl_c_exits_like_python(launcher, thread_mode, tmp_path):
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
         outcomes.append((proc.returncode, err.splitlines()[-1], "Traceback" in err))
-    assert outcomes[0] == outcomes[1]
-    assert outcomes[1] == (-signal.SIGINT, "KeyboardInterrupt", True)
+    return outcomes
+
+
+def test_ctrl_c_exits_like_python(launcher, thread_mode, tmp_path):
+    mode, runtime = thread_mode
+    script = tmp_path / "sleeper.py"
+    script.write_text("import sys, time\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    python, unirun = interrupted_outcomes(script, launcher, mode, runtime)
+    assert python == unirun == (-signal.SIGINT, "KeyboardInterrupt", True)
 
 
 WAITING_PROGRAM = textwrap.dedent(
@@ -303,15 +309,8 @@ def test_ctrl_c_while_waiting_on_a_future_exits_like_python(launcher, thread_mod
     mode, runtime = thread_mode
     script = tmp_path / "waiter.py"
     script.write_text(WAITING_PROGRAM)
-    outcomes = []
-    for argv in ([runtime["python"], str(script)], [launcher, f"--thread-mode={mode}", str(script)]):
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=clean_env())
-        assert proc.stdout.readline() == "ready\n"
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=60)
-        outcomes.append((proc.returncode, err.splitlines()[-1]))
-    assert outcomes[0] == outcomes[1] == (-signal.SIGINT, "KeyboardInterrupt")
+    python, unirun = interrupted_outcomes(script, launcher, mode, runtime)
+    assert python == unirun == (-signal.SIGINT, "KeyboardInterrupt", True)
 
 
 def read_until(fd, marker, timeout=60):
