@@ -8,20 +8,6 @@ namespace unirun::python {
 
 thread_local WorkerContext *current_worker = nullptr;
 
-namespace {
-
-const char *event_name(Call::Event event) {
-    switch (event) {
-        case Call::Event::Result: return "result";
-        case Call::Event::Exception: return "exception";
-        case Call::Event::Cancel: return "cancel";
-        case Call::Event::Cancelled: break;
-    }
-    return "cancelled";
-}
-
-}  // namespace
-
 Ref call_native(const char *name, PyObject *args) {
     Ref module = Ref::steal(PyImport_ImportModule("unirun._native"));
     if (!module) return {};
@@ -30,13 +16,74 @@ Ref call_native(const char *name, PyObject *args) {
     return Ref::steal(PyObject_CallObject(function.get(), args));
 }
 
+PyThreadState *attached_thread_state() {
+#if PY_VERSION_HEX >= 0x030D0000
+    return PyThreadState_GetUnchecked();
+#else
+    return _PyThreadState_UncheckedGet();
+#endif
+}
+
+namespace {
+
+bool attached_to(PyInterpreterState *interp) {
+    PyThreadState *current = attached_thread_state();
+    return current && PyThreadState_GetInterpreter(current) == interp;
+}
+
+// Runs f() attached to `owner`, from whichever thread this is. A thread attached elsewhere
+// (an interpreter worker finishing its owner's call) switches to its home thread state there,
+// any other borrows a temporary one. An exception left by f() in a thread state that is not
+// the caller's cannot propagate: it is reported as unraisable there.
+template <class F>
+auto with_owner(PyInterpreterState *owner, F &&f) -> decltype(f()) {
+    if (attached_to(owner)) return f();
+    if (current_worker && current_worker->home &&
+        PyThreadState_GetInterpreter(current_worker->home) == owner) {
+        SwitchTo home(current_worker->home);
+        auto result = f();
+        if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+        return result;
+    }
+    PyThreadState *temporary = PyThreadState_New(owner);
+    PyThreadState *previous = attached_thread_state() ? PyEval_SaveThread() : nullptr;
+    PyEval_RestoreThread(temporary);
+    auto result = f();
+    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+    PyThreadState_Clear(temporary);
+    PyThreadState_DeleteCurrent();
+    if (previous) PyEval_RestoreThread(previous);
+    return result;
+}
+
+int release_pending(void *object) {
+    Py_DECREF(static_cast<PyObject *>(object));
+    return 0;
+}
+
+// Drops an owner object from a thread that may be attached elsewhere. Only an interpreter
+// worker can hold the last reference of a call there (a value set by set_result on a running
+// interpreter call whose future is gone): the owner is then, in practice, the main
+// interpreter, which takes the reference back through a pending call. An object of another
+// owner is leaked rather than touched under the wrong interpreter.
+void release_owner_object(PyInterpreterState *owner, PyObject *object) {
+    if (!object) return;
+    if (attached_to(owner)) {
+        Py_DECREF(object);
+    } else if (owner == PyInterpreterState_Main()) {
+        if (Py_AddPendingCall(release_pending, object) < 0) { /* queue full: leaked */ }
+    }
+}
+
+}  // namespace
+
 Call::~Call() {
-    // Only thread-kind and manual calls hold Python objects, and those are released attached
-    // to the owner (see call.hpp). future_ is always released by the final state change.
-    Py_XDECREF(fn_);
-    Py_XDECREF(args_);
-    Py_XDECREF(kwargs_);
-    Py_XDECREF(value_);
+    // Only thread-kind and manual calls hold Python objects (and an interpreter call a value
+    // set on it locally); future_ is always released by the final state change.
+    release_owner_object(owner_, fn_);
+    release_owner_object(owner_, args_);
+    release_owner_object(owner_, kwargs_);
+    release_owner_object(owner_, value_);
 }
 
 void Call::set_call(PyObject *fn, PyObject *args, PyObject *kwargs) {
@@ -50,12 +97,30 @@ bool Call::is_done() const {
     return done_locked();
 }
 
-Call::Commit Call::commit_locked(Event event, PyObject **release) {
+Call::Commit Call::commit_locked(Event event, Delivery *delivery, PyObject **release) {
     switch (event) {
         case Event::Result:
-        case Event::Exception:
-            if (!transition(Pending, Finished) && !transition(Running, Finished)) return Refused;
+        case Event::Exception: {
+            auto s = state();
+            if (s != Pending && s != Running) return Refused;
+            // Only Finished is set under this lock, so no outcome is here yet. Write it before
+            // the state that publishes it; take it back if a start or a cancel won meanwhile.
+            if (delivery) {
+                outcome_ = delivery->kind;
+                value_ = std::exchange(delivery->value, nullptr);
+                remote_ = std::move(delivery->data);
+                encoding_ = delivery->encoding;
+            }
+            if (!transition(Pending, Finished) && !transition(Running, Finished)) {
+                if (delivery) {
+                    delivery->value = std::exchange(value_, nullptr);
+                    delivery->data = std::move(remote_);
+                }
+                outcome_ = Outcome::None;
+                return Refused;
+            }
             break;
+        }
         case Event::Cancel: {
             auto s = state();
             if (s == Cancelled && !cancel_announced_) {
@@ -75,65 +140,49 @@ Call::Commit Call::commit_locked(Event event, PyObject **release) {
     return Changed;
 }
 
-Call::Commit Call::commit_from_python(Event event) {
-    PyObject *release = nullptr;
+Call::Commit Call::commit(Event event, Delivery *delivery, PyObject **release) {
     Commit result;
     {
         std::lock_guard lock(mutex_);
-        result = commit_locked(event, &release);
+        result = commit_locked(event, delivery, release);
     }
     if (result == Changed) done_cv_.notify_all();
-    Py_XDECREF(release);  // the caller (_complete) holds its own reference
     return result;
 }
 
-Call::Commit Call::change(Event event, PyObject *future_hint) {
-    if (event == Event::Result || event == Event::Exception) scheduler::note_task_finishing(this);
-    PyObject *future;
+PyObject *Call::observed_future() {
+    std::lock_guard lock(mutex_);
+    return final_locked() ? nullptr : Py_XNewRef(future_);
+}
+
+Call::Commit Call::change(Event event, Delivery *delivery, PyObject *future_hint) {
+    const bool finishing = event == Event::Result || event == Event::Exception;
     {
-        std::lock_guard lock(mutex_);
-        if (!observed_) {
+        std::unique_lock lock(mutex_);
+        // Unobserved, or observed and already final (nothing left to tell anyone): natively.
+        if (!observed_ || final_locked()) {
+            if (finishing && !observed_) scheduler::note_task_finishing(this);
             PyObject *release = nullptr;
-            Commit result = commit_locked(event, &release);
+            Commit result = commit_locked(event, delivery, &release);
+            lock.unlock();
             if (result == Changed) done_cv_.notify_all();
             return result;
         }
-        future = Py_NewRef(future_ ? future_ : future_hint);
     }
-    Commit result;
-    if (current_worker && current_worker->in_subinterpreter) {
-        SwitchTo owner(current_worker->home);
-        result = change_observed(event, future);
-        Py_DECREF(future);
-    } else {
-        result = change_observed(event, future);
-        Py_DECREF(future);
-    }
+    Commit result = with_owner(owner_, [&] { return deliver_observed(future_hint, *this, event, delivery); });
+    // Only now, after the callbacks, is this worker about to be free: a callback that submits
+    // work and waits for it must not count on it (ThreadPoolExecutor starts a thread then).
+    if (finishing) scheduler::note_task_finishing(this);
     return result;
 }
 
-// Attached to the owner: unirun._native._complete takes the future's condition, commits, and
-// notifies waiters and callbacks exactly as concurrent.futures.Future does.
-Call::Commit Call::change_observed(Event event, PyObject *future) {
-    Ref args = Ref::steal(Py_BuildValue("(Os)", future, event_name(event)));
-    Ref result = args ? call_native("_complete", args.get()) : Ref();
-    if (result) {
-        long value = PyLong_AsLong(result.get());
-        if (value >= 0) return static_cast<Commit>(value);
-    }
-    // The notification failed (out of memory, say): the state change itself must not be lost.
-    PyErr_WriteUnraisable(future);
-    return commit_from_python(event);
-}
-
 bool Call::finish_local(PyObject *future, PyObject *value, bool is_exception) {
-    {
-        std::lock_guard lock(mutex_);
-        if (done_locked()) return false;
-        outcome_ = is_exception ? Outcome::Exception : Outcome::Value;
-        Py_XSETREF(value_, Py_NewRef(value));
-    }
-    return change(is_exception ? Event::Exception : Event::Result, future) == Changed;
+    Delivery delivery;
+    delivery.kind = is_exception ? Outcome::Exception : Outcome::Value;
+    delivery.value = Py_NewRef(value);
+    Commit result = change(is_exception ? Event::Exception : Event::Result, &delivery, future);
+    Py_XDECREF(delivery.value);  // refused: still ours, and this thread is attached to the owner
+    return result == Changed;
 }
 
 bool Call::run() {
@@ -149,13 +198,12 @@ bool Call::run_local() {
     Py_CLEAR(fn_);
     Py_CLEAR(args_);
     Py_CLEAR(kwargs_);
-    if (!result) {
-        Ref exception = Ref::steal(PyErr_GetRaisedException());
-        finish_local(nullptr, exception.get(), true);
-        return false;
-    }
-    finish_local(nullptr, result.get(), false);
-    return true;
+    bool ok = static_cast<bool>(result);
+    Ref value = ok ? std::move(result) : Ref::steal(PyErr_GetRaisedException());
+    finish_local(nullptr, value.get(), !ok);
+    // A callback's BaseException has nowhere to go on a worker (the stdlib's worker logs it).
+    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+    return ok;
 }
 
 bool encode_value(PyObject *value, PyObject *dumps, std::string *out, Encoding *encoding) {
@@ -263,41 +311,41 @@ bool Call::run_remote() {
         fail_broken("the interpreter worker could not send the task's outcome back");
         return false;
     }
-    {
-        std::lock_guard lock(mutex_);
-        outcome_ = ok ? Outcome::RemoteValue : Outcome::RemoteException;
-        remote_ = std::move(data);
-        encoding_ = encoding;
-    }
-    change(ok ? Event::Result : Event::Exception, nullptr);
+    Delivery delivery;
+    delivery.kind = ok ? Outcome::RemoteValue : Outcome::RemoteException;
+    delivery.data = std::move(data);
+    delivery.encoding = encoding;
+    change(ok ? Event::Result : Event::Exception, &delivery, nullptr);
     return ok;
 }
 
 void Call::fail_broken(const std::string &message) {
-    {
-        std::lock_guard lock(mutex_);
-        if (done_locked()) return;
-        outcome_ = Outcome::Broken;
-        remote_ = message;
-    }
-    change(Event::Exception, nullptr);
+    Delivery delivery;
+    delivery.kind = Outcome::Broken;
+    delivery.data = message;
+    change(Event::Exception, &delivery, nullptr);
 }
 
 void Call::skip() {
     // A call cancelled by shutdown has not announced its cancellation (callbacks) yet; one
     // cancelled through its future has. Either way the waiters learn of it now.
-    change(Event::Cancel, nullptr);
-    change(Event::Cancelled, nullptr);
+    change(Event::Cancel, nullptr, nullptr);
+    change(Event::Cancelled, nullptr, nullptr);
+    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
 }
 
-bool Call::cancel(PyObject *future) {
-    auto result = change(Event::Cancel, future);
-    return result != Refused;
+bool Call::cancel(PyObject *future) { return change(Event::Cancel, nullptr, future) != Refused; }
+
+Call::Commit Call::notify_cancelled(PyObject *future) {
+    change(Event::Cancel, nullptr, future);  // announces a cancel made by shutdown, if not yet
+    if (PyErr_Occurred()) return Refused;
+    return change(Event::Cancelled, nullptr, future);
 }
 
 int Call::wait_done(double timeout_seconds) {
     using clock = std::chrono::steady_clock;
-    const bool forever = timeout_seconds < 0 || std::isinf(timeout_seconds);
+    // Beyond about 30 years a timeout is forever, and the deadline arithmetic stays in range.
+    const bool forever = timeout_seconds < 0 || !(timeout_seconds < 1e9);
     const auto deadline =
         forever ? clock::time_point::max()
                 : clock::now() + std::chrono::duration_cast<clock::duration>(

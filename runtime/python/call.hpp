@@ -1,9 +1,15 @@
 // A submitted call: the scheduler task, its outcome, and the future waiting on it.
 //
-// Threading rules. A Call belongs to the interpreter that submitted it (its owner). Python
-// objects held by a Call are owner objects and are only touched attached to the owner; calls
-// that run on interpreter workers hold no Python objects at all (only bytes), so their last
-// reference may drop anywhere. The outcome, the final state and `observed` change under `mutex`.
+// Ownership. A Call belongs to the interpreter that made it (its owner, recorded at creation).
+// Python objects held by a Call are owner objects and are only touched attached to the owner.
+// Every state change that Python code can observe (waiters, the future's condition, done
+// callbacks) is delivered attached to the owner, from whatever thread makes the change: a
+// subinterpreter worker switches to its home thread state there, any other thread borrows a
+// temporary one.
+//
+// Publication. A state change and its outcome are published together, by the one transition
+// that wins (under `mutex_`): a loser's outcome is never visible. The outcome, the final state
+// and `observed_` change under `mutex_`.
 #pragma once
 
 #include "python/ref.hpp"
@@ -20,7 +26,7 @@ namespace unirun::python {
 
 // What a worker thread is, for the task it runs: set by the worker loop.
 struct WorkerContext {
-    PyThreadState *home = nullptr;  // thread state in the owner interpreter
+    PyThreadState *home = nullptr;  // thread state in the interpreter that owns the pool
     bool in_subinterpreter = false;
     // In the worker's subinterpreter (owned by the worker loop):
     PyObject *loads = nullptr;       // pickle.loads
@@ -54,10 +60,21 @@ class Call : public scheduler::Task {
     enum class Event { Result, Exception, Cancel, Cancelled };
     enum Commit { Refused = 0, Changed = 1, Already = 2 };
 
-    explicit Call(Kind kind) : kind_(kind) {}
+    // An outcome on its way to being published: moved into the Call only by the transition
+    // that wins. `value` is a strong reference to an owner object (Value, Exception).
+    struct Delivery {
+        Outcome kind = Outcome::None;
+        PyObject *value = nullptr;
+        std::string data;  // remote bytes, or the Broken message
+        Encoding encoding = Encoding::Pickle;
+    };
+
+    // `owner`: the interpreter the caller is attached to.
+    Call(Kind kind, PyInterpreterState *owner) : kind_(kind), owner_(owner) {}
     ~Call() override;
 
     Kind kind() const { return kind_; }
+    PyInterpreterState *owner() const { return owner_; }
 
     // Thread kind: the call itself (owner objects, released as soon as it has run).
     void set_call(PyObject *fn, PyObject *args, PyObject *kwargs);
@@ -67,26 +84,34 @@ class Call : public scheduler::Task {
     bool run() override;
     void skip() override;
 
-    // set_result / set_exception of the future, attached to the owner. False if already done.
+    // set_result / set_exception, attached to the owner: true if this call won. A notification
+    // may leave a Python exception set (a signal handler raised): the caller checks.
     bool finish_local(PyObject *future, PyObject *value, bool is_exception);
 
     // Waits, detached, until the call is done or the timeout passes: 1 done, 0 timed out,
-    // -1 with an exception set when a signal handler raised.
+    // -1 with an exception set when a signal handler raised. `timeout_seconds` < 0: forever.
     int wait_done(double timeout_seconds);
 
+    // done() as concurrent.futures means it: finished or cancelled (notified or not).
     bool is_done() const;
 
     // cancel() of the future: true if cancelled (now or before). Attached to the owner.
     bool cancel(PyObject *future);
+    // set_running_or_notify_cancel() for a call that did not start: the Cancelled event.
+    Commit notify_cancelled(PyObject *future);
 
-    // The future registers a Python observer (condition, waiter list or callback): from now on
-    // every state change happens under the future's condition, in the owner interpreter, and
-    // the call keeps the future alive until its final change. Runs `append` (which must not call
-    // back into this Call) under the lock; false if the call is already done.
+    // The future registers a Python observer: from now on every state change happens under
+    // the future's condition, attached to the owner, and the call keeps the future alive until
+    // its final change. Runs `append` (which must not call back into this Call) under the lock.
+    //
+    // Waiters (wait(), as_completed(), the condition) need every event still to come, so they
+    // observe until the final state; a cancelled call that has not yet notified its waiters
+    // still has one. Callbacks run once the call is done (finished or cancelled): for those
+    // `until_done` is true. Returns false if there is nothing left to observe.
     template <class Append>
-    bool observe(PyObject *future, Append append) {
+    bool observe(PyObject *future, bool until_done, Append append) {
         std::lock_guard lock(mutex_);
-        if (done_locked()) return false;
+        if (until_done ? done_locked() : final_locked()) return false;
         if (!observed_) {
             observed_ = true;
             future_ = Py_NewRef(future);
@@ -95,8 +120,12 @@ class Call : public scheduler::Task {
         return true;
     }
 
-    // Called by unirun._native._complete with the future's condition held.
-    Commit commit_from_python(Event event);
+    // Makes the state change for `event` (publishing `delivery` if it wins). Used by the
+    // notification protocol of future.cpp, which holds the future's condition around it.
+    Commit commit(Event event, Delivery *delivery, PyObject **release);
+
+    // The future, while observed and not final (a new reference; attached to the owner).
+    PyObject *observed_future();
 
     Outcome outcome() const { return outcome_; }
     PyObject *local_value() const { return value_; }
@@ -112,15 +141,19 @@ class Call : public scheduler::Task {
         auto s = state();
         return s == Cancelled || s == CancelledNotified || s == Finished;
     }
-    Commit commit_locked(Event event, PyObject **release);
-    // The state change for `event`: natively when nobody observes, else under the future's
-    // condition in the owner interpreter (switching there from a subinterpreter worker).
-    Commit change(Event event, PyObject *future_hint);
-    Commit change_observed(Event event, PyObject *future);
+    bool final_locked() const {
+        auto s = state();
+        return s == CancelledNotified || s == Finished;
+    }
+    Commit commit_locked(Event event, Delivery *delivery, PyObject **release);
+    // The state change for `event`: natively when nobody observes, else delivered to the
+    // observers attached to the owner.
+    Commit change(Event event, Delivery *delivery, PyObject *future_hint);
     bool run_local();
     bool run_remote();
 
     const Kind kind_;
+    PyInterpreterState *const owner_;
     mutable std::mutex mutex_;
     std::condition_variable done_cv_;
     bool observed_ = false;
@@ -138,7 +171,16 @@ class Call : public scheduler::Task {
 
 using CallPtr = std::shared_ptr<Call>;
 
+// Defined by future.cpp: delivers `event` to the observers of `future` (its condition, waiters
+// and callbacks) exactly as concurrent.futures.Future does, committing the change while it
+// holds the future's condition. Attached to the call's owner.
+Call::Commit deliver_observed(PyObject *future, Call &call, Call::Event event,
+                              Call::Delivery *delivery);
+
 // Calls unirun._native.NAME(*args) in the current interpreter.
 Ref call_native(const char *name, PyObject *args);
+
+// The thread state this thread has attached, or null (never fails).
+PyThreadState *attached_thread_state();
 
 }  // namespace unirun::python

@@ -15,7 +15,7 @@ PyObject *future_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_TypeError, "Future() takes no arguments");
         return nullptr;
     }
-    return new_future(type, std::make_shared<Call>(Call::Kind::Manual));
+    return new_future(type, std::make_shared<Call>(Call::Kind::Manual, PyInterpreterState_Get()));
 }
 
 // concurrent.futures.Future.__init__ would assign the attributes this type computes.
@@ -51,14 +51,25 @@ void future_dealloc(PyObject *self) {
     Py_DECREF(type);
 }
 
+// A timeout as Condition.wait() takes it, which result() and exception() use: None waits
+// forever, anything not above zero only looks, and more than the thread module can wait for
+// is an OverflowError. *seconds < 0 means forever, 0 means look only.
 bool parse_timeout(PyObject *timeout, double *seconds) {
     if (!timeout || timeout == Py_None) {
         *seconds = -1;
         return true;
     }
-    *seconds = PyFloat_AsDouble(timeout);
-    if (*seconds == -1 && PyErr_Occurred()) return false;
-    if (*seconds < 0) *seconds = 0;
+    double value = PyFloat_AsDouble(timeout);
+    if (value == -1 && PyErr_Occurred()) return false;
+    if (!(value > 0)) {  // zero, negative or NaN
+        *seconds = 0;
+        return true;
+    }
+    if (value * 1e6 > static_cast<double>(PY_TIMEOUT_MAX)) {
+        PyErr_SetString(PyExc_OverflowError, "timeout value is too large");
+        return false;
+    }
+    *seconds = value;
     return true;
 }
 
@@ -78,9 +89,13 @@ PyObject *outcome(FutureObject *self, bool *is_exception) {
         default:
             break;
     }
-    PyObject *result = nullptr;
+    PyObject *decoded_now = nullptr;
     Py_BEGIN_CRITICAL_SECTION(self);
-    if (!self->decoded) {
+    decoded_now = Py_XNewRef(self->decoded);
+    Py_END_CRITICAL_SECTION();
+    if (!decoded_now) {
+        // Decoding runs Python code (and may let other threads in): decode outside the lock,
+        // then keep whichever decoded object was stored first. One future, one result object.
         Ref decoded;
         bool failed = false;
         if (call.outcome() == Call::Outcome::Broken) {
@@ -102,9 +117,17 @@ PyObject *outcome(FutureObject *self, bool *is_exception) {
             decoded = Ref::steal(PyErr_GetRaisedException());
             failed = true;
         }
-        self->decoded = decoded.release();
-        self->decoded_is_exception = failed;
+        Py_BEGIN_CRITICAL_SECTION(self);
+        if (!self->decoded) {
+            self->decoded = decoded.release();
+            self->decoded_is_exception = failed;
+        }
+        Py_END_CRITICAL_SECTION();
+    } else {
+        Py_DECREF(decoded_now);
     }
+    PyObject *result = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(self);
     result = Py_NewRef(self->decoded);
     *is_exception = self->decoded_is_exception;
     Py_END_CRITICAL_SECTION();
@@ -125,11 +148,11 @@ PyObject *wait_for_outcome(PyObject *self, PyObject *args, PyObject *kwargs, con
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, format.c_str(), const_cast<char **>(keywords),
                                      &timeout))
         return nullptr;
-    double seconds;
-    if (!parse_timeout(timeout, &seconds)) return nullptr;
     Call &call = *as_future(self)->call;
     if (!call.is_done()) {
-        int done = call.wait_done(seconds);
+        double seconds;
+        if (!parse_timeout(timeout, &seconds)) return nullptr;
+        int done = seconds == 0 ? call.is_done() : call.wait_done(seconds);
         if (done < 0) return nullptr;
         if (done == 0) {
             PyErr_SetNone(PyExc_TimeoutError);
@@ -178,17 +201,38 @@ PyObject *future_done(PyObject *self, PyObject *) {
     return PyBool_FromLong(as_future(self)->call->is_done());
 }
 
-// Calls fn(future), logging an exception as concurrent.futures does.
-void call_callback(PyObject *self, PyObject *fn) {
+// Calls fn(future), logging an Exception as concurrent.futures does. A BaseException
+// (KeyboardInterrupt in the main thread, say) stays raised: false, as the stdlib lets it out.
+bool call_callback(PyObject *self, PyObject *fn) {
     Ref result = Ref::steal(PyObject_CallOneArg(fn, self));
-    if (result) return;
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) {
-        PyErr_WriteUnraisable(fn);  // BaseException from a callback: not ours to swallow silently
-        return;
-    }
+    if (result) return true;
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return false;
     Ref exception = Ref::steal(PyErr_GetRaisedException());
     Ref args = Ref::steal(Py_BuildValue("(OO)", self, exception.get()));
     if (!args || !call_native("log_callback_error", args.get())) PyErr_WriteUnraisable(fn);
+    return true;
+}
+
+// Runs the done callbacks in order, the live list as the stdlib does; stops at a
+// BaseException, left raised.
+void invoke_callbacks(PyObject *self) {
+    FutureObject *f = as_future(self);
+    PyObject *callbacks = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    callbacks = Py_XNewRef(f->callbacks);
+    Py_END_CRITICAL_SECTION();
+    if (!callbacks) return;
+    for (Py_ssize_t i = 0;; ++i) {
+        PyObject *fn = nullptr;
+        Py_BEGIN_CRITICAL_SECTION(callbacks);
+        if (i < PyList_GET_SIZE(callbacks)) fn = Py_NewRef(PyList_GET_ITEM(callbacks, i));
+        Py_END_CRITICAL_SECTION();
+        if (!fn) break;
+        bool go_on = call_callback(self, fn);
+        Py_DECREF(fn);
+        if (!go_on) break;
+    }
+    Py_DECREF(callbacks);
 }
 
 PyObject *future_add_done_callback(PyObject *self, PyObject *fn) {
@@ -202,9 +246,9 @@ PyObject *future_add_done_callback(PyObject *self, PyObject *fn) {
         Py_DECREF(list);
     }
     int rc = 0;
-    bool pending = f->call->observe(self, [&] { rc = PyList_Append(f->callbacks, fn); });
+    bool pending = f->call->observe(self, true, [&] { rc = PyList_Append(f->callbacks, fn); });
     if (rc < 0) return nullptr;
-    if (!pending) call_callback(self, fn);
+    if (!pending && !call_callback(self, fn)) return nullptr;
     Py_RETURN_NONE;
 }
 
@@ -215,43 +259,33 @@ PyObject *invalid_state(PyObject *self) {
     return nullptr;
 }
 
-PyObject *future_set_result(PyObject *self, PyObject *value) {
-    if (!as_future(self)->call->finish_local(self, value, false)) return invalid_state(self);
+PyObject *finish(PyObject *self, PyObject *value, bool is_exception) {
+    bool won = as_future(self)->call->finish_local(self, value, is_exception);
+    if (PyErr_Occurred()) return nullptr;  // a callback or a signal handler raised
+    if (!won) return invalid_state(self);
     Py_RETURN_NONE;
 }
 
+PyObject *future_set_result(PyObject *self, PyObject *value) { return finish(self, value, false); }
+
 PyObject *future_set_exception(PyObject *self, PyObject *exception) {
-    if (!as_future(self)->call->finish_local(self, exception, true)) return invalid_state(self);
-    Py_RETURN_NONE;
+    return finish(self, exception, true);
 }
 
 PyObject *future_set_running_or_notify_cancel(PyObject *self, PyObject *) {
     Call &call = *as_future(self)->call;
     if (call.try_start()) Py_RETURN_TRUE;
-    if (call.state() == Call::Cancelled) {
-        call.skip();
-        Py_RETURN_FALSE;
+    auto s = call.state();
+    if (s == Call::Cancelled) {
+        Call::Commit result = call.notify_cancelled(self);
+        if (PyErr_Occurred()) return nullptr;
+        if (result == Call::Changed) Py_RETURN_FALSE;
+        s = call.state();  // someone else notified first
     }
-    PyErr_Format(PyExc_RuntimeError, "Future in unexpected state");
+    Ref args = Ref::steal(Py_BuildValue("(OO)", self, state_of(Py_TYPE(self))->state_names[s]));
+    if (args && !call_native("log_unexpected_state", args.get())) PyErr_Clear();
+    PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
     return nullptr;
-}
-
-// _unirun_commit(event): the state change for event, called by unirun._native._complete while
-// it holds the future's condition. Returns 0 refused, 1 changed, 2 already so.
-PyObject *future_commit(PyObject *self, PyObject *event) {
-    const char *name = PyUnicode_AsUTF8(event);
-    if (!name) return nullptr;
-    std::string_view e(name);
-    Call::Event which;
-    if (e == "result") which = Call::Event::Result;
-    else if (e == "exception") which = Call::Event::Exception;
-    else if (e == "cancel") which = Call::Event::Cancel;
-    else if (e == "cancelled") which = Call::Event::Cancelled;
-    else {
-        PyErr_Format(PyExc_ValueError, "unknown event %R", event);
-        return nullptr;
-    }
-    return PyLong_FromLong(as_future(self)->call->commit_from_python(which));
 }
 
 PyObject *get_state(PyObject *self, void *) {
@@ -285,26 +319,34 @@ PyObject *get_list(PyObject *self, PyObject *FutureObject::*slot) {
         Py_END_CRITICAL_SECTION();
         Py_DECREF(list);
     }
-    f->call->observe(self, [] {});
+    f->call->observe(self, false, [] {});
     return Py_NewRef(f->*slot);
 }
 
 PyObject *get_waiters(PyObject *self, void *) { return get_list(self, &FutureObject::waiters); }
 PyObject *get_callbacks(PyObject *self, void *) { return get_list(self, &FutureObject::callbacks); }
 
+// The future's condition, made on first use (a new reference).
+PyObject *condition_of(FutureObject *f) {
+    PyObject *condition = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(f);
+    condition = Py_XNewRef(f->condition);
+    Py_END_CRITICAL_SECTION();
+    if (condition) return condition;
+    Ref threading = Ref::steal(PyImport_ImportModule("threading"));
+    Ref made = threading ? Ref::steal(PyObject_CallMethod(threading.get(), "Condition", nullptr)) : Ref();
+    if (!made) return nullptr;
+    Py_BEGIN_CRITICAL_SECTION(f);
+    if (!f->condition) f->condition = made.new_ref();
+    condition = Py_NewRef(f->condition);
+    Py_END_CRITICAL_SECTION();
+    return condition;
+}
+
 PyObject *get_condition(PyObject *self, void *) {
-    FutureObject *f = as_future(self);
-    if (!f->condition) {
-        Ref threading = Ref::steal(PyImport_ImportModule("threading"));
-        Ref condition = threading ? Ref::steal(PyObject_CallMethod(threading.get(), "Condition", nullptr))
-                                  : Ref();
-        if (!condition) return nullptr;
-        Py_BEGIN_CRITICAL_SECTION(self);
-        if (!f->condition) f->condition = condition.new_ref();
-        Py_END_CRITICAL_SECTION();
-    }
-    f->call->observe(self, [] {});
-    return Py_NewRef(f->condition);
+    PyObject *condition = condition_of(as_future(self));
+    if (condition) as_future(self)->call->observe(self, false, [] {});
+    return condition;
 }
 
 PyMethodDef future_methods[] = {
@@ -322,7 +364,6 @@ PyMethodDef future_methods[] = {
      "For executors: mark running, or report a cancellation."},
     {"set_result", future_set_result, METH_O, "For executors: finish with a value."},
     {"set_exception", future_set_exception, METH_O, "For executors: finish with an exception."},
-    {"_unirun_commit", future_commit, METH_O, "internal: commit a state change (see _native)"},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -357,6 +398,78 @@ PyType_Spec future_spec = {
 };
 
 }  // namespace
+
+// The notification protocol of concurrent.futures.Future, in C: under the future's condition,
+// commit the change (publishing its outcome if it wins), tell the waiters what happened
+// (cancel() tells only the condition), notify the condition; then, outside it, run the done
+// callbacks for a result, an exception or a cancel. Attached to the owner.
+Call::Commit deliver_observed(PyObject *, Call &call, Call::Event event, Call::Delivery *delivery) {
+    PyObject *release = nullptr;
+    Ref future = Ref::steal(call.observed_future());
+    if (!future) return call.commit(event, delivery, &release);  // final already: nothing to tell
+    FutureObject *f = as_future(future.get());
+
+    // The condition's acquire can be interrupted by a signal handler that raises (main thread):
+    // keep that exception for the caller, and take the lock anyway, since the change must
+    // happen. Without a condition at all (out of memory), change and tell waiters unlocked.
+    Ref pending_error;
+    Ref condition = Ref::steal(condition_of(f));
+    if (!condition) pending_error = Ref::steal(PyErr_GetRaisedException());
+    bool locked = false;
+    for (int attempt = 0; condition && attempt < 100 && !locked; ++attempt) {
+        Ref acquired = Ref::steal(PyObject_CallMethod(condition.get(), "acquire", nullptr));
+        if (acquired) {
+            locked = true;
+        } else if (!pending_error) {
+            pending_error = Ref::steal(PyErr_GetRaisedException());
+        } else {
+            PyErr_Clear();
+        }
+    }
+
+    Call::Commit result = call.commit(event, delivery, &release);
+    if (result == Call::Changed && event != Call::Event::Cancel) {
+        const char *method = event == Call::Event::Result      ? "add_result"
+                             : event == Call::Event::Exception ? "add_exception"
+                                                               : "add_cancelled";
+        PyObject *waiters = nullptr;
+        Py_BEGIN_CRITICAL_SECTION(f);
+        waiters = f->waiters ? PyList_GetSlice(f->waiters, 0, PY_SSIZE_T_MAX) : nullptr;
+        Py_END_CRITICAL_SECTION();
+        if (waiters) {
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); ++i) {
+                Ref told = Ref::steal(
+                    PyObject_CallMethod(PyList_GET_ITEM(waiters, i), method, "O", future.get()));
+                if (!told) PyErr_WriteUnraisable(PyList_GET_ITEM(waiters, i));
+            }
+            Py_DECREF(waiters);
+        } else if (PyErr_Occurred()) {
+            PyErr_WriteUnraisable(future.get());
+        }
+    }
+    if (locked) {
+        if (result == Call::Changed) {
+            Ref notified = Ref::steal(PyObject_CallMethod(condition.get(), "notify_all", nullptr));
+            if (!notified) PyErr_WriteUnraisable(condition.get());
+        }
+        Ref released = Ref::steal(PyObject_CallMethod(condition.get(), "release", nullptr));
+        if (!released) PyErr_WriteUnraisable(condition.get());
+    }
+    Py_XDECREF(release);  // the call's reference; `future` keeps it alive here
+    if (pending_error) {
+        PyErr_SetRaisedException(pending_error.release());
+        if (result == Call::Changed && event != Call::Event::Cancelled) {
+            // Callbacks still run; the interrupt stays the caller's to see.
+            Ref interrupt = Ref::steal(PyErr_GetRaisedException());
+            invoke_callbacks(future.get());
+            if (PyErr_Occurred()) PyErr_WriteUnraisable(future.get());
+            PyErr_SetRaisedException(interrupt.release());
+        }
+        return result;
+    }
+    if (result == Call::Changed && event != Call::Event::Cancelled) invoke_callbacks(future.get());
+    return result;
+}
 
 PyObject *make_future_type(PyObject *module) {
     Ref base_module = Ref::steal(PyImport_ImportModule("concurrent.futures._base"));

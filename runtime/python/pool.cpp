@@ -9,6 +9,8 @@
 #include <atomic>
 #include <new>
 
+extern "C" void unirun_forget_subinterpreters_after_fork(void);  // fork_child.c
+
 namespace unirun::python {
 
 namespace {
@@ -73,6 +75,8 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
         PyErr_SetString(PyExc_ValueError, "max_workers must be greater than 0");
         return nullptr;
     }
+    // A child forked while subinterpreter workers exist must not die of them.
+    if (pool_kind == PoolKind::Interpreters) unirun_forget_subinterpreters_after_fork();
     PyObject *self = type->tp_alloc(type, 0);
     if (!self) return nullptr;
     PoolObject *pool = as_pool(self);
@@ -139,7 +143,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (pool->core->is_shut_down()) return shut_down_error();
     CallPtr call;
     if (pool->kind == PoolKind::Threads) {
-        call = std::make_shared<Call>(Call::Kind::Thread);
+        call = std::make_shared<Call>(Call::Kind::Thread, PyInterpreterState_Get());
         call->set_call(args[0], args[1], kwargs);
     } else {
         ModuleState *state = state_of(Py_TYPE(self));
@@ -157,7 +161,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         char *data;
         Py_ssize_t size;
         if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) return nullptr;
-        call = std::make_shared<Call>(Call::Kind::Interpreter);
+        call = std::make_shared<Call>(Call::Kind::Interpreter, PyInterpreterState_Get());
         call->set_payload(std::string(data, static_cast<size_t>(size)));
     }
     ModuleState *state = state_of(Py_TYPE(self));

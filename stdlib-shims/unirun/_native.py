@@ -1,7 +1,7 @@
 """Python half of the native scheduler (_unirun): what is simpler said in Python.
 
-Called from C: starting worker threads, notifying Python observers of a future, and moving
-calls, results and exceptions between interpreters. Nothing here is public API.
+Called from C: starting worker threads, logging for futures, and moving calls, results and
+exceptions between interpreters. Nothing here is public API.
 """
 
 import pickle
@@ -25,6 +25,8 @@ def start_worker(pool, name):
 
     _register_exit()
     _live_pools.add(pool)
+    if pool.kind == "interpreters":
+        _prepare_for_fork()
     if pool.initializer is None or pool.kind == "interpreters":  # those run it in their interpreter
         thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
     else:
@@ -63,29 +65,65 @@ def _stop_all_pools():
         pool.shutdown(False)
 
 
+_fork_prepared = False
+
+
+def _prepare_for_fork():
+    """Once subinterpreter workers exist, fork() cannot give a child that works the way the
+    parent does: CPython cannot carry subinterpreters into a forked child. So, as 3.14 chose:
+    multiprocessing's default start method becomes forkserver (unless the program already fixed
+    one), and a direct os.fork() warns beforehand. (The runtime also keeps such a child from
+    crashing on the interpreters it cannot have: fork_child.c.)"""
+    global _fork_prepared
+    if _fork_prepared:
+        return
+    _fork_prepared = True
+    import os
+
+    os.register_at_fork(before=_warn_fork)
+    try:
+        from multiprocessing import context
+    except ImportError:
+        return
+    default = context._default_context
+    fork = context._concrete_contexts.get("fork")
+    forkserver = context._concrete_contexts.get("forkserver")
+    if default._actual_context is None and default._default_context is fork and forkserver:
+        default._default_context = forkserver
+
+
+def _interpreter_workers_alive():
+    if _live_pools is None:
+        return 0
+    return sum(pool.counters()["workers_alive"] for pool in list(_live_pools)
+               if pool.kind == "interpreters")
+
+
+def _warn_fork():
+    alive = _interpreter_workers_alive()
+    if alive:
+        import warnings
+
+        warnings.warn(
+            f"unirun: fork() while {alive} subinterpreter worker(s) exist: the child gets "
+            "none of them (its pools start new workers) and anything they held is unusable "
+            "there; use multiprocessing's forkserver or spawn start method, or fork before "
+            "starting interpreter workers", RuntimeWarning, stacklevel=2)
+
+
 # --- futures ----------------------------------------------------------------------------
-
-
-def _complete(future, event):
-    """Change the state of an observed future for `event` under its condition, then tell its
-    waiters and callbacks, exactly as concurrent.futures.Future does. Called from C."""
-    condition = future._condition
-    with condition:
-        changed = future._unirun_commit(event)
-        if changed == 1:
-            if event != "cancel":
-                for waiter in future._waiters:
-                    getattr(waiter, "add_" + event)(future)
-            condition.notify_all()
-    if changed == 1 and event != "cancelled":
-        future._invoke_callbacks()
-    return changed
 
 
 def log_callback_error(future, exception):
     from concurrent.futures._base import LOGGER
 
     LOGGER.error("exception calling callback for %r", future, exc_info=exception)
+
+
+def log_unexpected_state(future, state):
+    from concurrent.futures._base import LOGGER
+
+    LOGGER.critical("Future %s in unexpected state: %s", id(future), state)
 
 
 def broken_error(message):

@@ -96,3 +96,48 @@ def stdlib_pool_inside(n):
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         return sum(pool.map(square, range(n)))
+
+
+def nap(seconds):
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def fresh_list(n):
+    return list(range(n))
+
+
+def _interpreter_id():
+    try:
+        import _interpreters
+    except ImportError:  # plain python before 3.13: one interpreter
+        return 0
+    return _interpreters.get_current()[0]
+
+
+def callback_interpreters(how):
+    """Inside a task: make a future here, watch it, complete it from this same thread, and
+    report in which interpreter its callbacks and waiters ran (with this task's own)."""
+    import concurrent.futures as cf
+
+    seen = []
+    here = _interpreter_id()
+    if how == "manual":
+        future = cf.Future() if "_unirun" not in sys.modules else __import__("_unirun").Future()
+        future.add_done_callback(lambda f: seen.append(_interpreter_id()))
+        future.set_result(1)
+    elif how == "cancel":
+        future = cf.Future() if "_unirun" not in sys.modules else __import__("_unirun").Future()
+        future.add_done_callback(lambda f: seen.append(_interpreter_id()))
+        future.cancel()
+        future.set_running_or_notify_cancel()
+    else:  # a thread pool made inside the task
+        with cf.ThreadPoolExecutor(1) as pool:
+            future = pool.submit(square, 3)
+            future.add_done_callback(lambda f: seen.append(_interpreter_id()))
+            done, _ = cf.wait([future], timeout=60)
+            assert future in done
+            future.result()
+    return here, seen
