@@ -4,15 +4,22 @@
 #include "runtime/embed/handoff.h"
 
 #include <dlfcn.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
+#include <cerrno>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <iterator>
+#include <optional>
 #include <sstream>
+#include <variant>
 
 #ifndef UNIRUN_VERSION
 #error "UNIRUN_VERSION must be defined by the build"
@@ -47,6 +54,67 @@ std::string canonical_or_empty(const fs::path &path) {
     std::error_code error;
     auto resolved = fs::canonical(path, error);
     return error ? std::string() : resolved.string();
+}
+
+bool is_executable_file(const fs::path &path) {
+    struct stat info {};
+    return ::stat(path.c_str(), &info) == 0 && S_ISREG(info.st_mode) &&
+           ::access(path.c_str(), X_OK) == 0;
+}
+
+// The launcher's path as python finds its own (Modules/getpath.py): argv[0] made absolute when
+// it has a slash, else looked up in PATH; symlinks are not resolved. Kept only when it leads to
+// this very program; otherwise (exec with a made-up argv[0]) the resolved path stands in.
+std::string invoked_path(const char *argv0, const std::string &real) {
+    std::string name = argv0 ? argv0 : "";
+    fs::path candidate;
+    if (name.find('/') != std::string::npos) {
+        std::error_code error;
+        candidate = fs::absolute(name, error).lexically_normal();
+    } else if (!name.empty()) {
+        std::string path_list = std::getenv("PATH") ? std::getenv("PATH") : "";
+        std::istringstream dirs(path_list);
+        std::string dir;
+        while (std::getline(dirs, dir, ':')) {
+            std::error_code error;
+            fs::path full = fs::absolute(fs::path(dir.empty() ? "." : dir) / name, error);
+            if (!error && is_executable_file(full)) {
+                candidate = full.lexically_normal();
+                break;
+            }
+        }
+    }
+    if (!candidate.empty() && canonical_or_empty(candidate) == canonical_or_empty(real))
+        return candidate.string();
+    return real;
+}
+
+// What python's getpath does first: a `<executable>._pth` beside the program (the path it was
+// started by, then the resolved one) replaces sys.path and implies isolated mode without site.
+bool has_pth_file(const std::string &invoked, const std::string &real) {
+    for (const auto &program : {invoked, real}) {
+        std::error_code error;
+        if (program.empty() || !fs::is_regular_file(program + "._pth", error)) continue;
+        if (std::ifstream(program + "._pth")) return true;  // python skips one it cannot read
+    }
+    return false;
+}
+
+// The first part of `path` this user may not use: a directory it cannot search, or the file
+// itself when it lacks `mode`. Empty when nothing is denied (or the path does not exist).
+std::string first_denied(const fs::path &path, int mode) {
+    fs::path prefix;
+    for (auto part = path.begin(); part != path.end(); ++part) {
+        prefix /= *part;
+        bool last = std::next(part) == path.end();
+        if (::access(prefix.c_str(), last ? mode : X_OK) != 0 && errno == EACCES)
+            return prefix.string();
+    }
+    return "";
+}
+
+std::string this_user() {
+    return "this user (uid " + std::to_string(::getuid()) + ")";
 }
 
 // The active virtual environment (VIRTUAL_ENV) and the registered runtime it was made from.
@@ -85,12 +153,155 @@ std::optional<VirtualEnv> active_virtual_env(const std::vector<Runtime> &runtime
     return venv;
 }
 
-std::optional<std::string> read_file(const std::string &path) {
+struct FileText {
+    std::optional<std::string> text;
+    int error = 0;  // errno when text is empty
+};
+
+FileText read_file(const std::string &path) {
+    errno = 0;
     std::ifstream in(path);
-    if (!in) return std::nullopt;
+    if (!in) return {std::nullopt, errno ? errno : ENOENT};
     std::ostringstream text;
     text << in.rdbuf();
-    return text.str();
+    return {text.str(), 0};
+}
+
+// Where the runtime manifest is: UNIRUN_MANIFEST; else runtimes.json beside the launcher
+// (symlinks resolved); else, for a copied launcher, the one in the build directory it was
+// built in, while that still exists.
+struct ManifestLocation {
+    std::string path;
+    std::string origin;  // for messages: how this path was chosen
+};
+
+std::variant<ManifestLocation, int> locate_manifest(const std::string &launcher) {
+    if (auto named = getenv_string("UNIRUN_MANIFEST"); named && !named->empty())
+        return ManifestLocation{*named, "named by UNIRUN_MANIFEST"};
+    std::string beside = (fs::path(launcher).parent_path() / "runtimes.json").string();
+    std::error_code error;
+    if (fs::exists(beside, error) || (error && error != std::errc::no_such_file_or_directory))
+        return ManifestLocation{beside, "beside the launcher"};
+    std::string built = build_manifest_path();
+    if (!built.empty() && fs::exists(built, error) && built != beside)
+        return ManifestLocation{built, "of the build directory this launcher was built in"};
+    return ENOENT;
+}
+
+// The CPython the runtime library brought in, as that libpython reports itself.
+struct LoadedPython {
+    std::string version_text;  // Py_GetVersion()
+    bool free_threaded = false;
+    std::string libpython;     // the file it was loaded from
+};
+
+std::optional<LoadedPython> loaded_python(void *library) {
+    using version_fn = const char *(*)();
+    auto get_version = reinterpret_cast<version_fn>(dlsym(library, "Py_GetVersion"));
+    if (!get_version) return std::nullopt;
+    LoadedPython loaded;
+    loaded.version_text = get_version();
+    // "3.13.5 experimental free-threading build (main, ...)" on 3.13t, "free-threading build"
+    // on 3.14t; _Py_DecRefShared exists only in free-threaded builds (Py_DECREF calls it).
+    loaded.free_threaded = loaded.version_text.find("free-threading build") != std::string::npos ||
+                           dlsym(library, "_Py_DecRefShared") != nullptr;
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(get_version), &info) && info.dli_fname)
+        loaded.libpython = info.dli_fname;
+    return loaded;
+}
+
+// "3.13.5" from "3.13.5+ (main, ...)" or "3.15.0a1 ...": the release numbers only, as the
+// manifest records them.
+std::string release_of(const std::string &version_text) {
+    size_t end = 0;
+    auto release_char = [](char c) {
+        return std::isdigit(static_cast<unsigned char>(c)) || c == '.';
+    };
+    while (end < version_text.size() && release_char(version_text[end])) ++end;
+    return version_text.substr(0, end);
+}
+
+std::string build_name(bool free_threaded) { return free_threaded ? "free-threaded" : "GIL"; }
+
+struct Failure {
+    std::string message;
+    std::string hint;
+};
+
+// Why the runtime library did not load, with the way out that fits the cause: a missing file,
+// or a file this user may not read (rebuilding changes nothing there), or anything else.
+Failure load_failure(const Runtime &runtime, const std::string &dl_error,
+                     const std::string &manifest_path) {
+    std::string message = "cannot load the runtime library for " + runtime.tag + ": " + dl_error;
+    std::error_code error;
+    if (!fs::exists(runtime.library, error) && !error)
+        return {"the runtime library for " + runtime.tag + ", " + runtime.library +
+                    ", does not exist",
+                "the manifest " + manifest_path + " names it" +
+                    " (relative names are beside the manifest); make build writes both, and a "
+                    "launcher copied elsewhere needs them beside it or UNIRUN_MANIFEST set"};
+    // A permission problem: on the library itself, or on the CPython installation its libpython
+    // comes from (the runtime's python stands for that installation). Rebuilding changes nothing.
+    std::string denied = first_denied(runtime.library, R_OK);
+    bool in_runtime = denied.empty();
+    if (in_runtime) denied = first_denied(runtime.python, R_OK);
+    if (!denied.empty() || dl_error.find("Permission denied") != std::string::npos) {
+        std::string verb = fs::is_directory(denied, error) ? " may not enter " : " may not read ";
+        std::string facts =
+            denied.empty()
+                ? this_user() + " may not read a file the runtime library needs"
+                : this_user() + verb + denied +
+                      (in_runtime ? ", where the CPython runtime " + runtime.python + " is" : "");
+        return {"cannot load the runtime library for " + runtime.tag + ": permission denied: " +
+                    facts + " (the loader said: " + dl_error + ")",
+                "give " + this_user() + " read and search access to " +
+                    (denied.empty() ? std::string("the runtime's files") : denied) +
+                    " (e.g. chmod o+rX), or run unirun-python as a user that can read the runtime"};
+    }
+    return {message, "make build rebuilds the runtime libraries against the registered runtimes"};
+}
+
+// The loaded library's CPython against the manifest entry it was chosen by: version and build,
+// and the entry's python when its file name says which CPython it is (python3.13, python3.13t).
+std::optional<Failure> mismatch(const Runtime &runtime, void *library,
+                                const std::string &manifest_path) {
+    std::string hint = "the manifest " + manifest_path +
+                       " does not describe what was built: correct that entry, or use the "
+                       "runtimes.json that make build writes from the runtimes themselves";
+    auto loaded = loaded_python(library);
+    if (!loaded)
+        return Failure{runtime.library + " brought in no libpython (no Py_GetVersion)", hint};
+    std::string from = loaded->libpython.empty() ? "" : " (" + loaded->libpython + ")";
+    std::string entry = "the manifest entry " + runtime.tag + " says CPython " + runtime.version +
+                        ", " + build_name(runtime.free_threaded) + " build";
+    if (loaded->free_threaded != runtime.free_threaded)
+        return Failure{entry + ", but its library " + runtime.library + " runs a " +
+                           build_name(loaded->free_threaded) + " CPython " +
+                           release_of(loaded->version_text) + from,
+                       hint};
+    if (release_of(loaded->version_text) != runtime.version)
+        return Failure{entry + ", but its library " + runtime.library + " runs CPython " +
+                           release_of(loaded->version_text) + from,
+                       hint};
+    std::error_code error;
+    if (!fs::exists(runtime.python, error) && !error)
+        return Failure{entry + ", but its python " + runtime.python + " does not exist", hint};
+    std::string name = fs::path(canonical_or_empty(runtime.python)).filename().string();
+    auto dot = name.find('.');
+    if (name.rfind("python", 0) == 0 && dot != std::string::npos) {
+        std::string numbers = name.substr(6);
+        bool python_free = !numbers.empty() && numbers.back() == 't';
+        if (python_free) numbers.pop_back();
+        std::string major_minor = release_of(runtime.version);
+        major_minor = major_minor.substr(0, major_minor.find('.', major_minor.find('.') + 1));
+        bool well_formed = !numbers.empty() && release_of(numbers) == numbers;
+        if (well_formed && (numbers != major_minor || python_free != runtime.free_threaded))
+            return Failure{entry + ", but its python " + runtime.python + " is " + name +
+                               ", a CPython " + numbers + " " + build_name(python_free) + " build",
+                           hint};
+    }
+    return std::nullopt;
 }
 
 }  // namespace
@@ -117,16 +328,47 @@ int main(int argc, char **argv) {
         return 0;
     }
 
-    std::string launcher = self_path();
-    if (launcher.empty()) return fail("cannot find unirun-python's own path in /proc/self/exe");
-    std::string manifest_path = getenv_string("UNIRUN_MANIFEST").value_or(
-        (fs::path(launcher).parent_path() / "runtimes.json").string());
-    auto manifest_text = read_file(manifest_path);
-    if (!manifest_text)
-        return fail("cannot read the runtime manifest " + manifest_path,
-                    "build unirun with make build (after scripts/bootstrap)");
+    std::string real_launcher = self_path();
+    if (real_launcher.empty())
+        return fail("cannot find unirun-python's own path in /proc/self/exe",
+                    "unirun-python needs Linux's /proc mounted");
+    // sys.executable: the path the launcher was started by, as python's is (a symlink stays a
+    // symlink), so children and a ._pth beside that path see what this process saw.
+    std::string launcher = invoked_path(argv[0], real_launcher);
+
+    auto location_or_error = locate_manifest(real_launcher);
+    if (std::holds_alternative<int>(location_or_error)) {
+        std::string beside = (fs::path(real_launcher).parent_path() / "runtimes.json").string();
+        std::string built = build_manifest_path();
+        return fail("no runtime manifest: " + beside + " does not exist" +
+                        (built.empty() || built == beside
+                             ? std::string()
+                             : ", nor does " + built + " in the build directory this launcher "
+                                                       "was built in"),
+                    "unirun-python finds its runtimes through the runtimes.json beside it "
+                    "(symlinks to the launcher are followed); run it from its build directory or "
+                    "through a symlink, or set UNIRUN_MANIFEST to a build's runtimes.json; make "
+                    "build (after scripts/bootstrap) writes one");
+    }
+    const auto location = std::get<ManifestLocation>(location_or_error);
+    const std::string &manifest_path = location.path;
+    auto manifest_file = read_file(manifest_path);
+    if (!manifest_file.text) {
+        std::string message = "cannot read the runtime manifest " + manifest_path + " (" +
+                              location.origin + "): " + std::strerror(manifest_file.error);
+        if (manifest_file.error == EACCES) {
+            std::string denied = first_denied(manifest_path, R_OK);
+            return fail(message, "give " + this_user() + " read access to " +
+                                     (denied.empty() ? manifest_path : denied) +
+                                     ", or set UNIRUN_MANIFEST to a manifest it can read");
+        }
+        if (location.origin == "named by UNIRUN_MANIFEST")
+            return fail(message, "point UNIRUN_MANIFEST at a build's runtimes.json (make build "
+                                 "writes one), or unset it");
+        return fail(message, "make build (after scripts/bootstrap) writes it");
+    }
     auto manifest_or_error =
-        parse_manifest(*manifest_text, fs::path(manifest_path).parent_path().string());
+        parse_manifest(*manifest_file.text, fs::path(manifest_path).parent_path().string());
     if (auto *error = std::get_if<ManifestError>(&manifest_or_error))
         return fail(error->message + " in " + manifest_path, "rebuild with make build");
     const Manifest &manifest = std::get<Manifest>(manifest_or_error);
@@ -135,7 +377,9 @@ int main(int argc, char **argv) {
     if (auto *error = std::get_if<UsageError>(&request_or_error)) return fail(error->message);
     const Request &request = std::get<Request>(request_or_error);
 
-    auto venv = active_virtual_env(manifest.runtimes);
+    // Under a ._pth file python ignores the environment; so does the launcher's venv handling.
+    const bool pth = has_pth_file(launcher, real_launcher);
+    auto venv = pth ? std::nullopt : active_virtual_env(manifest.runtimes);
     auto selection_or_error =
         select_runtime(manifest.runtimes, request, venv ? venv->runtime_tag : std::nullopt);
 
@@ -154,7 +398,11 @@ int main(int argc, char **argv) {
     const Runtime &runtime = *selection.runtime;
 
     std::string python_executable = runtime.python;
-    if (venv) {
+    if (pth) {
+        // getpath starts from the launcher, finds the ._pth there and applies it exactly as it
+        // does beside python: sys.path from the file, isolated, no site unless it says so.
+        python_executable = launcher;
+    } else if (venv) {
         if (venv->runtime_tag == runtime.tag && !venv->python.empty())
             python_executable = venv->python;
         else
@@ -187,14 +435,20 @@ int main(int argc, char **argv) {
 
     // RTLD_GLOBAL: extension modules resolve the C API from the libpython this library loads.
     void *library = dlopen(runtime.library.c_str(), RTLD_NOW | RTLD_GLOBAL);
-    if (!library)
-        return fail("cannot load the runtime library for " + runtime.tag + ": " + dlerror(),
-                    "rebuild with make build");
+    if (!library) {
+        auto why = load_failure(runtime, dlerror(), manifest_path);
+        return fail(why.message, why.hint);
+    }
     auto runtime_main =
         reinterpret_cast<unirun_runtime_main_fn>(dlsym(library, UNIRUN_RUNTIME_MAIN_SYMBOL));
     if (!runtime_main)
         return fail(runtime.library + " has no " UNIRUN_RUNTIME_MAIN_SYMBOL,
-                    "rebuild with make build");
+                    "it is not a unirun runtime library; make build writes the right one and the "
+                    "manifest that names it");
+    // The manifest is a claim; the library just loaded is the fact. A wrong or swapped entry
+    // would otherwise run, say, --thread-mode=gil on a free-threaded CPython.
+    if (auto wrong = mismatch(runtime, library, manifest_path))
+        return fail(wrong->message, wrong->hint);
 
     std::vector<char *> python_argv;
     python_argv.push_back(argv[0]);

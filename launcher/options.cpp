@@ -79,10 +79,9 @@ SplitArguments split_arguments(const std::vector<std::string> &args) {
     size_t i = 0;
     for (; i < args.size(); ++i) {
         const std::string &arg = args[i];
-        if (arg == "--") {
-            ++i;
-            break;
-        }
+        // `--` ends unirun's options and stays on python's command line, where it means what it
+        // means to python: the next argument is the script even if it starts with '-'.
+        if (arg == "--") break;
         if (arg.rfind("--", 0) != 0 || is_python_long_option(arg)) break;
         split.unirun.push_back(arg);
         if (takes_separate_value(arg) && i + 1 < args.size()) split.unirun.push_back(args[++i]);

@@ -24,7 +24,8 @@ struct SplitArguments {
 
 // unirun's options are long options at the front of the command line. The first argument that
 // is not one (a script, `-c`, `-`, any short option, or one of CPython's own long options such
-// as --version) ends them; a lone `--` ends them too and is dropped.
+// as --version) ends them; a lone `--` ends them too and is kept for python, which reads it as
+// "the script comes next" (`unirun-python -- --weird.py` runs --weird.py, as python does).
 SplitArguments split_arguments(const std::vector<std::string> &args);
 
 struct Options {

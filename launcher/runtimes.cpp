@@ -68,6 +68,14 @@ constexpr const char *kBootstrapHint =
 
 }  // namespace
 
+std::string build_manifest_path() {
+#ifdef UNIRUN_BUILD_MANIFEST
+    return UNIRUN_BUILD_MANIFEST;
+#else
+    return "";
+#endif
+}
+
 std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
                                                       const std::string &base_dir) {
     try {

@@ -28,6 +28,10 @@ struct ManifestError {
     std::string message;
 };
 
+// The runtimes.json of the build directory this launcher was built in, or "" when the build did
+// not say: a copy of the launcher with no runtimes.json beside it falls back to this one.
+std::string build_manifest_path();
+
 // Parses the manifest text; relative library paths are resolved against base_dir.
 std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
                                                       const std::string &base_dir);

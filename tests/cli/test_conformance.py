@@ -59,6 +59,8 @@ CASES = [
     ("stdin-implicit", [], "print('from stdin', __name__)\n", {}),
     ("stdin-empty", ["-"], "", {}),
     ("stdin-traceback", ["-"], "x = 1\nraise RuntimeError(x)\n", {}),
+    ("dashdash-script-named-like-an-option", ["--", "--weird.py", "a", "--b"], None, {}),
+    ("dashdash-then-c-is-a-file-name", ["--", "-c", "print('not run')"], None, {}),
     ("m-json-tool", ["-m", "json.tool"], '{"b": 1, "a": [1, 2]}', {}),
     ("m-calendar", ["-m", "calendar", "2024", "2"], None, {}),
     ("m-missing", ["-m", "no_such_module_anywhere"], None, {}),
@@ -122,6 +124,7 @@ def workdir(tmp_path_factory):
     d = tmp_path_factory.mktemp("conformance")
     (d / "script.py").write_text(SCRIPT)
     (d / "failing.py").write_text(FAILING_SCRIPT)
+    (d / "--weird.py").write_text(SCRIPT)
     (d / "skipline.py").write_text("this line is not python\nprint('skipped the first line')\n")
     (d / "appdir").mkdir()
     (d / "appdir" / "__main__.py").write_text("import sys\nprint('dir main', sys.argv)\n")

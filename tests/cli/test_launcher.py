@@ -58,6 +58,15 @@ def test_unknown_runtime_tag_is_an_error(launcher):
         assert "--list-runtimes" in proc.stderr
 
 
+def test_dashdash_first_runs_a_script_named_like_an_option_as_python_does(launcher, tmp_path):
+    (tmp_path / "--weird.py").write_text("import sys; print('weird', sys.argv, sys.orig_argv[1:])\n")
+    python = RUNTIMES[0]["python"]
+    expected = run([python, "--", "--weird.py", "x"], cwd=tmp_path)
+    actual = run([launcher, "--", "--weird.py", "x"], cwd=tmp_path)
+    assert expected.stdout == "weird ['--weird.py', 'x'] ['--', '--weird.py', 'x']\n"
+    assert (actual.returncode, actual.stdout, actual.stderr) == (0, expected.stdout, "")
+
+
 def test_version_and_help(launcher):
     proc = run([launcher, "--unirun-version"])
     assert proc.returncode == 0 and proc.stdout.startswith("unirun ")

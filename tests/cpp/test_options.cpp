@@ -62,10 +62,13 @@ TEST_CASE("CPython's own long options belong to python") {
     }
 }
 
-TEST_CASE("a lone -- ends unirun's options and is dropped") {
+TEST_CASE("a lone -- ends unirun's options and is kept for python") {
     auto s = split({"--thread-mode=gil", "--", "--weird-script-name.py"});
     CHECK(s.unirun == std::vector<std::string>{"--thread-mode=gil"});
-    CHECK(s.python == std::vector<std::string>{"--weird-script-name.py"});
+    CHECK(s.python == std::vector<std::string>{"--", "--weird-script-name.py"});
+    s = split({"--", "--weird-script-name.py"});
+    CHECK(s.unirun.empty());
+    CHECK(s.python == std::vector<std::string>{"--", "--weird-script-name.py"});
 }
 
 TEST_CASE("options parse, in both spellings") {
