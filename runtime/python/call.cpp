@@ -185,6 +185,17 @@ bool Call::finish_local(PyObject *future, PyObject *value, bool is_exception) {
     return result == Changed;
 }
 
+bool Call::start() {
+    if (!try_start()) return false;
+    auto other = std::move(start_with_);
+    if (other && !other->try_start()) {
+        // The other side was cancelled first: this call is cancelled with it, not run.
+        transition(Running, Cancelled);
+        return false;
+    }
+    return true;
+}
+
 bool Call::run() {
     if (current_worker && !current_worker->broken.empty()) {
         fail_broken(current_worker->broken);

@@ -81,8 +81,14 @@ class Call : public scheduler::Task {
     // Interpreter kind: the pickled (fn, args, kwargs).
     void set_payload(std::string payload) { payload_ = std::move(payload); }
 
+    bool start() override;
     bool run() override;
     void skip() override;
+
+    // Starts `other` together with this call: the worker runs this call only if it can also
+    // move `other` from pending to running (a future that stands for this call, e.g. one
+    // whose outcome may come from elsewhere). Only the atomic state of `other` is touched.
+    void start_with(std::shared_ptr<Call> other) { start_with_ = std::move(other); }
 
     // set_result / set_exception, attached to the owner: true if this call won. A notification
     // may leave a Python exception set (a signal handler raised): the caller checks.
@@ -162,6 +168,7 @@ class Call : public scheduler::Task {
 
     PyObject *fn_ = nullptr, *args_ = nullptr, *kwargs_ = nullptr;
     std::string payload_;
+    std::shared_ptr<Call> start_with_;
 
     Outcome outcome_ = Outcome::None;
     PyObject *value_ = nullptr;  // Value or Exception (owner object)

@@ -134,8 +134,13 @@ PyObject *shut_down_error() {
 // submit(fn, args, kwargs) -> Future. For interpreter pools the call is pickled here, so an
 // unpicklable callable or argument fails at once, in the caller.
 PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3 || !PyTuple_Check(args[1]) || (args[2] != Py_None && !PyDict_Check(args[2]))) {
-        PyErr_SetString(PyExc_TypeError, "submit(fn, args: tuple, kwargs: dict | None)");
+    ModuleState *module_state = state_of(Py_TYPE(self));
+    if (nargs < 3 || nargs > 4 || !PyTuple_Check(args[1]) ||
+        (args[2] != Py_None && !PyDict_Check(args[2])) ||
+        (nargs == 4 && args[3] != Py_None &&
+         !PyObject_TypeCheck(args[3], reinterpret_cast<PyTypeObject *>(module_state->future_type)))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "submit(fn, args: tuple, kwargs: dict | None, start_with: Future | None = None)");
         return nullptr;
     }
     PoolObject *pool = as_pool(self);
@@ -164,8 +169,9 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call = std::make_shared<Call>(Call::Kind::Interpreter, PyInterpreterState_Get());
         call->set_payload(std::string(data, static_cast<size_t>(size)));
     }
-    ModuleState *state = state_of(Py_TYPE(self));
-    Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(state->future_type), call));
+    if (nargs == 4 && args[3] != Py_None)
+        call->start_with(reinterpret_cast<FutureObject *>(args[3])->call);
+    Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(module_state->future_type), call));
     if (!future) return nullptr;
     if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error();
     if (pool->spawn_error && pool->core->counters().workers_alive == 0 &&
@@ -243,7 +249,8 @@ PyObject *pool_get_shut_down(PyObject *self, void *) {
 
 PyMethodDef pool_methods[] = {
     {"submit", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(pool_submit)),
-     METH_FASTCALL, "submit(fn, args, kwargs) -> Future"},
+     METH_FASTCALL, "submit(fn, args, kwargs, start_with=None) -> Future; start_with: a future "
+     "that goes running when this call starts (the call does not run if it cannot)"},
     {"shutdown", pool_shutdown, METH_O, "shutdown(cancel_futures): stop taking work"},
     {"counters", pool_counters, METH_NOARGS, "the scheduler's counters, as a dict"},
     {"worker_start_failed", pool_worker_start_failed, METH_NOARGS,

@@ -197,7 +197,7 @@ void Pool::work(const ParkHooks &hooks) {
     Pool *outer_pool = tl_pool;  // restored on leaving, for a thread that works for two pools
     tl_pool = this;
     while (TaskPtr task = take(hooks)) {
-        if (task->try_start()) {
+        if (task->start()) {
             started_.fetch_add(1, std::memory_order_relaxed);
             busy_.fetch_add(1, std::memory_order_relaxed);
             tl_task = task.get();

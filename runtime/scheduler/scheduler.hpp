@@ -40,6 +40,10 @@ class Task {
     // Called, attached, for a task that was cancelled before it could start.
     virtual void skip() = 0;
 
+    // Called by the worker that took the task: true if it may run now. The default is the
+    // one atomic start; an embedder may tie more to it (start another task with it).
+    virtual bool start() { return try_start(); }
+
     bool try_start() { return transition(Pending, Running); }
     bool try_cancel() { return transition(Pending, Cancelled); }
     bool transition(State from, State to) {

@@ -153,3 +153,23 @@ def test_install_refuses_outside_the_launcher():
     with pytest.raises(RuntimeError, match="unirun-python"):
         unirun.compat.install()
     assert unirun.compat.status()["mode"] == "off"
+
+
+def plain_python():
+    """The runtime's own python: the oracle for a program's output."""
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return os.path.join(sys.base_prefix, "bin", name)
+
+
+@needs_launcher
+def test_interpreter_process_pool_running_cancel_and_dying_worker_as_stdlib():
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs",
+                           "process_pool_semantics.py")
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
+    expected = subprocess.run([plain_python(), program], capture_output=True, text=True,
+                              timeout=300, env=environment)
+    got = subprocess.run([sys.executable, "--process-pool=interpreters", program],
+                         capture_output=True, text=True, timeout=300, env=environment)
+    assert expected.returncode == 0, expected.stderr
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
+    assert "running True cancel False" in got.stdout  # the scenario ran, not just matched

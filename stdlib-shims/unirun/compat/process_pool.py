@@ -14,7 +14,7 @@ from .. import _trace
 from .._capabilities import capabilities
 from .._config import RuntimeConfig
 from .._decide import Request, decide
-from . import interpreter_pool
+from . import _process_exit, interpreter_pool
 
 __all__ = ["ProcessPoolExecutor"]
 
@@ -67,7 +67,12 @@ def _relay(source, target):
 
 
 class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
-    """The ProcessPoolExecutor API on subinterpreter workers, with a per-task fallback."""
+    """The ProcessPoolExecutor API on subinterpreter workers, with a per-task fallback.
+
+    A returned future goes running exactly when its task starts on a worker (so cancel()
+    succeeds only before that), and a task that calls os._exit() breaks the pool as a dying
+    worker process breaks the stdlib's.
+    """
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None):
@@ -79,10 +84,12 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         self._process_args = (self._max_workers, mp_context, initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
         self._interpreters = interpreter_pool.InterpreterPoolExecutor(
-            self._max_workers, initializer=initializer, initargs=initargs)
+            self._max_workers, initializer=_process_exit.guard_exit,
+            initargs=(initializer, initargs))
         self._processes = None
         self._lock = threading.Lock()
         self._shutdown_thread = False
+        self._broken = False
 
     def _process_pool(self):
         with self._lock:
@@ -100,19 +107,24 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             return self._processes
 
     def submit(self, fn, /, *args, **kwargs):
+        if self._broken:
+            raise _stdlib.BrokenProcessPool(self._broken)
         if self._shutdown_thread:
             raise RuntimeError("cannot schedule new futures after shutdown")
-        inner = self._interpreters.submit(fn, *args, **kwargs)
         outer = _unirun.Future()
+        # outer goes running when the worker starts inner; if outer was cancelled first, the
+        # worker does not run inner at all.
+        inner = self._interpreters._submit_call(fn, args, kwargs, start_with=outer)
 
         def on_inner_done(done):
             if done.cancelled():
                 outer.cancel()
                 outer.set_running_or_notify_cancel()
                 return
-            if not outer.set_running_or_notify_cancel():
+            exc = done.exception()
+            if isinstance(exc, _process_exit.ProcessExit):
+                outer.set_exception(self._break(fn, exc.code))
                 return
-            exc = None if done.cancelled() else done.exception()
             if exc is not None and needs_a_process(exc):
                 _announce_fallback(fn, exc)
                 try:
@@ -127,6 +139,26 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
         inner.add_done_callback(on_inner_done)
         return outer
+
+    def _break(self, fn, code):
+        """A task called os._exit(): the pool is broken, as the stdlib's is when a worker
+        process dies. Queued tasks fail with BrokenProcessPool; new submits raise it."""
+        with self._lock:
+            first = not self._broken
+            if first:
+                self._broken = ("A child process terminated abruptly, the process pool is not "
+                                "usable anymore")
+        error = _stdlib.BrokenProcessPool(
+            "A process in the process pool was terminated abruptly while the future was "
+            "running or pending.")
+        error.__cause__ = _process_exit.ProcessExit(code)
+        error.add_note(f"unirun: {getattr(fn, '__qualname__', fn)!s} called os._exit({code}) on "
+                       "an interpreter worker (--process-pool=interpreters)")
+        if first:
+            self._interpreters._pool.fail_pending(_stdlib.BrokenProcessPool(
+                "A process in the process pool was terminated abruptly while the future was "
+                "running or pending."))
+        return error
 
     def map(self, fn, *iterables, timeout=None, chunksize=1):
         """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""

@@ -74,13 +74,17 @@ class ThreadPoolExecutor(_STDLIB_THREAD_POOL):
         return set(self._pool.threads)
 
     def submit(self, fn, /, *args, **kwargs):
+        return self._submit_call(fn, args, kwargs)
+
+    def _submit_call(self, fn, args, kwargs, start_with=None):
+        """submit(), with a future to start together with the call (see _unirun.Pool)."""
         if self._broken:
             raise self._broken_error(self._broken)
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if _stdlib._shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        return self._pool.submit(fn, args, kwargs or None)
+        return self._pool.submit(fn, args, kwargs or None, start_with)
 
     submit.__doc__ = _base.Executor.submit.__doc__
 

@@ -1,0 +1,26 @@
+"""ProcessPoolExecutor semantics a program relies on: running/cancel, a dying worker (os._exit)
+breaking the pool. The output must be the same under python and under unirun-python with
+--process-pool=interpreters (tests/python/test_compat.py)."""
+import concurrent.futures as cf, os, time, sys
+def nap(s):
+    time.sleep(s); return s
+def die(code):
+    os._exit(code)
+def square(x): return x * x
+if __name__ == "__main__":
+    with cf.ProcessPoolExecutor(1) as ex:
+        f = ex.submit(nap, 0.5)
+        deadline = time.monotonic() + 30
+        while not f.running() and time.monotonic() < deadline: time.sleep(0.01)
+        print("running", f.running(), "cancel", f.cancel(), "result", f.result())
+        g = ex.submit(nap, 0.2); h = ex.submit(square, 3)
+        print("queued cancel", h.cancel(), g.result(), h.cancelled())
+    ex = cf.ProcessPoolExecutor(1)
+    f = ex.submit(die, 3); q = ex.submit(square, 2)
+    for x in (f, q):
+        try: print("result", x.result(timeout=60))
+        except Exception as e: print(type(e).__name__, e)
+    try: ex.submit(square, 1)
+    except Exception as e: print("submit:", type(e).__name__, e)
+    ex.shutdown()
+    print("end")
