@@ -150,9 +150,25 @@ def run(argv, workdir, stdin, env, executable):
     return proc.returncode, normalise(proc.stdout), normalise(proc.stderr)
 
 
-def test_corpus_is_large_enough():
-    assert len(CASES) >= 40
-    assert len({case[0] for case in CASES}) == len(CASES), "case ids must be unique"
+# What the CLI contract (DESIGN.md) promises behaves as python: each needs cases in the corpus.
+CONTRACT = ["-c", "-m", "-", "-X", "-E", "-I", "-u", "-W", "-O", "--"]
+
+
+def _uses(case, option):
+    _, args, stdin, _ = case
+    if option == "-":  # the program read from standard input
+        return "-" in args or (stdin is not None and not any(a in ("-c", "-m") for a in args))
+    return any(a == option or (option != "--" and a.startswith(option) and len(option) == 2
+                               and not a.startswith("--")) for a in args)
+
+
+@pytest.mark.parametrize("option", CONTRACT)
+def test_corpus_covers_the_cli_contract(option):
+    assert any(_uses(case, option) for case in CASES), f"no conformance case uses {option}"
+
+
+def test_case_ids_are_unique():
+    assert len({case[0] for case in CASES}) == len(CASES)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
