@@ -59,6 +59,19 @@ class Call : public scheduler::Task {
     // What happens to a call, as concurrent.futures names it to waiters.
     enum class Event { Result, Exception, Cancel, Cancelled };
     enum Commit { Refused = 0, Changed = 1, Already = 2 };
+    // concurrent.futures' CANCELLED_AND_NOTIFIED: the waiters have been told of the cancel.
+    static constexpr State CancelledNotified = FirstOwnState;
+    // concurrent.futures' index of a state: PENDING, RUNNING, CANCELLED, CANCELLED_AND_NOTIFIED,
+    // FINISHED (ModuleState::state_names).
+    static int futures_state_index(State s) {
+        switch (s) {
+            case Pending: return 0;
+            case Running: return 1;
+            case Cancelled: return 2;
+            case Finished: return 4;
+            default: return 3;
+        }
+    }
 
     // An outcome on its way to being published: moved into the Call only by the transition
     // that wins. `value` is a strong reference to an owner object (Value, Exception).

@@ -282,14 +282,15 @@ PyObject *future_set_running_or_notify_cancel(PyObject *self, PyObject *) {
         if (result == Call::Changed) Py_RETURN_FALSE;
         s = call.state();  // someone else notified first
     }
-    Ref args = Ref::steal(Py_BuildValue("(OO)", self, state_of(Py_TYPE(self))->state_names[s]));
+    Ref args = Ref::steal(Py_BuildValue("(OO)", self, state_of(Py_TYPE(self))->state_names[Call::futures_state_index(s)]));
     if (args && !call_native("log_unexpected_state", args.get())) PyErr_Clear();
     PyErr_SetString(PyExc_RuntimeError, "Future in unexpected state");
     return nullptr;
 }
 
 PyObject *get_state(PyObject *self, void *) {
-    return Py_NewRef(state_of(Py_TYPE(self))->state_names[as_future(self)->call->state()]);
+    return Py_NewRef(
+        state_of(Py_TYPE(self))->state_names[Call::futures_state_index(as_future(self)->call->state())]);
 }
 
 PyObject *get_outcome_part(PyObject *self, bool want_exception) {

@@ -8,7 +8,7 @@ namespace unirun::python {
 struct ModuleState {
     PyObject *future_type;          // _unirun.Future
     PyObject *pool_type;            // _unirun.Pool
-    PyObject *state_names[5];       // concurrent.futures' PENDING ... FINISHED, by Task::State
+    PyObject *state_names[5];       // concurrent.futures' PENDING ... FINISHED (Call::futures_state_index)
     PyObject *cancelled_error;      // concurrent.futures.CancelledError
     PyObject *invalid_state_error;  // concurrent.futures.InvalidStateError
     PyObject *work;                 // _unirun._work, the worker threads' target

@@ -30,7 +30,10 @@ namespace unirun::scheduler {
 // the future and starting the task race on one atomic, and exactly one of them wins.
 class Task {
    public:
-    enum State : int { Pending = 0, Running = 1, Cancelled = 2, CancelledNotified = 3, Finished = 4 };
+    // The states the pool relies on. A task that ran ends Finished; a cancelled one stays
+    // Cancelled for the pool. Values from FirstOwnState on are the embedder's (the Python layer
+    // tells "cancelled and its waiters notified" apart, a concurrent.futures notion).
+    enum State : int { Pending = 0, Running = 1, Cancelled = 2, Finished = 3, FirstOwnState = 16 };
 
     virtual ~Task() = default;
 
