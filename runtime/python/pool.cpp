@@ -24,6 +24,9 @@ struct PoolObject {
     PyObject *threads;       // list of threading.Thread workers
     PyObject *name_prefix;   // str
     PyObject *spawn_error;   // the exception of the last failed worker start, if any
+    // A BaseException (KeyboardInterrupt, say) raised while a worker was being started by a
+    // submit: that submit raises it once its task is queued, as ThreadPoolExecutor's does.
+    PyObject *interrupt;
     PyObject *initializer;   // called by each worker before its first task, or None
     std::atomic<int> *spawned;
 };
@@ -37,14 +40,23 @@ bool spawn_worker(PyObject *self) {
     int index = pool->spawned->fetch_add(1);
     Ref name = Ref::steal(PyUnicode_FromFormat("%U_%d", pool->name_prefix, index));
     Ref args = name ? Ref::steal(Py_BuildValue("(OO)", self, name.get())) : Ref();
-    Ref thread = args ? call_native("start_worker", args.get()) : Ref();
-    if (!thread) {
-        Py_XSETREF(pool->spawn_error, PyErr_GetRaisedException());
+    Ref started = args ? call_native("start_worker", args.get()) : Ref();
+    if (!started) {
+        PyObject *error = PyErr_GetRaisedException();
+        if (PyErr_GivenExceptionMatches(error, PyExc_Exception)) {
+            Py_XSETREF(pool->spawn_error, error);
+        } else {  // not a failure to start: a signal handler raised while starting it
+            Py_XSETREF(pool->interrupt, error);
+        }
         return false;
     }
+    // (thread, interrupt): the thread runs; an interrupt came while start() waited for it.
+    PyObject *thread = PyTuple_GET_ITEM(started.get(), 0);
+    PyObject *interrupt = PyTuple_GET_ITEM(started.get(), 1);
+    if (interrupt != Py_None) Py_XSETREF(pool->interrupt, Py_NewRef(interrupt));
     // The thread runs now and counts itself in the pool: report success even if it cannot be
     // listed (out of memory), or the pool would count it twice.
-    if (PyList_Append(pool->threads, thread.get()) < 0) PyErr_WriteUnraisable(self);
+    if (PyList_Append(pool->threads, thread) < 0) PyErr_WriteUnraisable(self);
     return true;
 }
 
@@ -100,6 +112,7 @@ int pool_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(as_pool(self)->threads);
     Py_VISIT(as_pool(self)->spawn_error);
+    Py_VISIT(as_pool(self)->interrupt);
     Py_VISIT(as_pool(self)->initializer);
     return 0;
 }
@@ -107,6 +120,7 @@ int pool_traverse(PyObject *self, visitproc visit, void *arg) {
 int pool_clear(PyObject *self) {
     Py_CLEAR(as_pool(self)->threads);
     Py_CLEAR(as_pool(self)->spawn_error);
+    Py_CLEAR(as_pool(self)->interrupt);
     Py_CLEAR(as_pool(self)->initializer);
     return 0;
 }
@@ -158,7 +172,9 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         Ref payload = Ref::steal(
             PyObject_CallFunctionObjArgs(state->pickle_dumps, packed.get(), protocol.get(), nullptr));
         if (!payload) {
-            // Ask unirun._native which part cannot be pickled, for an error that names it.
+            // Ask unirun._native which part cannot be pickled, for an error that names it;
+            // anything but an Exception (Ctrl-C while pickling) is the caller's.
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyErr_Clear();
             payload = call_native("dumps_call", packed.get());
             if (!payload) return nullptr;
@@ -174,6 +190,10 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(module_state->future_type), call));
     if (!future) return nullptr;
     if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error();
+    if (pool->interrupt) {  // the task is queued and will run; the interrupt is the caller's
+        PyErr_SetRaisedException(std::exchange(pool->interrupt, nullptr));
+        return nullptr;
+    }
     if (pool->spawn_error && pool->core->counters().workers_alive == 0 &&
         PyList_GET_SIZE(pool->threads) == 0) {
         // No worker exists and none could be started: end this future and say why.

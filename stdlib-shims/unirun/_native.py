@@ -31,8 +31,16 @@ def start_worker(pool, name):
         thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
     else:
         thread = threading.Thread(target=_initialize_then_work, args=(pool,), name=name)
-    thread.start()  # last: once the thread runs, the pool counts it
-    return thread
+    try:
+        thread.start()  # last: once the thread runs, the pool counts it
+    except BaseException as exc:
+        handle = getattr(thread, "_handle", None)
+        if isinstance(exc, Exception) or not getattr(handle, "ident", 0):
+            raise  # it never started
+        # It runs (a signal handler raised while start() waited for it): it counts, and the
+        # submit that started it raises the interrupt once its task is queued.
+        return thread, exc
+    return thread, None
 
 
 def _initialize_then_work(pool):

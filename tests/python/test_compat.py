@@ -173,3 +173,16 @@ def test_interpreter_process_pool_running_cancel_and_dying_worker_as_stdlib():
     assert expected.returncode == 0, expected.stderr
     assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
     assert "running True cancel False" in got.stdout  # the scenario ran, not just matched
+
+
+@needs_launcher
+@pytest.mark.parametrize("program", ["interrupt_during_submit.py"])
+def test_program_prints_what_python_prints(program):
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", program)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
+    expected = subprocess.run([plain_python(), path], capture_output=True, text=True,
+                              timeout=300, env=environment)
+    got = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300,
+                         env=environment)
+    assert expected.returncode == 0, expected.stderr
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
