@@ -211,19 +211,21 @@ def vars_or_self(value):
 # --- 6. racing set_result: the published value is the winner's ------------------------------
 
 def test_set_result_race_publishes_the_winners_value(future_type):
-    futures = [future_type() for _ in range(5000)]
+    rounds, per_round = 2000, 4
+    futures = [future_type() for _ in range(rounds * per_round)]
     wins = {"a": [], "b": []}
     barrier = threading.Barrier(2)
 
     def racer(tag):
-        barrier.wait()
         mine = wins[tag]
-        for i, future in enumerate(futures):
-            try:
-                future.set_result(tag)
-                mine.append(i)
-            except cf.InvalidStateError:
-                pass
+        for r in range(rounds):
+            barrier.wait()  # both threads race for the same few futures, round after round
+            for i in range(r * per_round, (r + 1) * per_round):
+                try:
+                    futures[i].set_result(tag)
+                    mine.append(i)
+                except cf.InvalidStateError:
+                    pass
 
     threads = [threading.Thread(target=racer, args=(tag,)) for tag in wins]
     for thread in threads:
