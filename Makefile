@@ -60,7 +60,7 @@ define sanitizer_build
 	@options='$(2)'; \
 	if [ ! -f $(1)/build.ninja ]; then \
 		meson setup $(1) -Druntime_manifest=$(MANIFEST) $(2) >/dev/null; \
-	elif ! cmp -s $(MANIFEST) $(1)/.manifest-seen || [ "$$(cat $(1)/.options-seen)" != "$$options" ]; then \
+	elif ! cmp -s $(MANIFEST) $(1)/.manifest-seen || [ "$$(cat $(1)/.options-seen 2>/dev/null)" != "$$options" ]; then \
 		meson setup --reconfigure $(1) -Druntime_manifest=$(MANIFEST) $(2) >/dev/null; \
 	fi && cp $(MANIFEST) $(1)/.manifest-seen && echo "$$options" >$(1)/.options-seen
 	@meson compile -C $(1) >/dev/null || meson compile -C $(1)
