@@ -274,6 +274,7 @@ def main():
     packages = [p for p in config["package"] if not args.packages or p["name"] in args.packages]
     waivers = load_waivers(HERE / "waivers.toml", ("package", "test", "mode", "reason"), WAIVER_MODES, "mode")
     OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "summary.json").unlink(missing_ok=True)  # never leave an earlier run's verdict behind
     started = time.monotonic()
     summary, failures = {}, []
     for mode in args.modes:
