@@ -36,6 +36,8 @@ REASONS = {
     "interpreters-fallback-processes": "subinterpreter workers are not available here; RuntimeConfig.interpreter_fallback says processes",
     "interpreters-unavailable": "subinterpreter workers are not available here and RuntimeConfig.interpreter_fallback is error",
     "subinterpreter-refused-processes": "--process-pool=interpreters: this task cannot run in a subinterpreter, so it runs in a real process pool",
+    "mp-context-processes": "--process-pool=interpreters: the pool was given an explicit mp_context, which only real processes started that way honour, so the whole pool runs on real processes",
+    "initargs-processes": "--process-pool=interpreters: the pool's initializer or initargs cannot be sent to a subinterpreter (they must be inherited by a process), so the whole pool runs on real processes",
 }
 
 

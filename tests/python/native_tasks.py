@@ -141,3 +141,20 @@ def callback_interpreters(how):
             assert future in done
             future.result()
     return here, seen
+
+
+class SlowToDecode:
+    """Its unpickling runs Python code that lets other threads in (the GIL is released)."""
+
+    def __init__(self):
+        self.payload = list(range(10))
+
+    def __setstate__(self, state):
+        import time
+
+        time.sleep(0.001)
+        self.__dict__.update(state)
+
+
+def slow_to_decode():
+    return SlowToDecode()

@@ -161,28 +161,40 @@ def plain_python():
     return os.path.join(sys.base_prefix, "bin", name)
 
 
+def run_both(program, *launcher_args):
+    """(python's result, unirun-python's result) for tests/python/programs/PROGRAM."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", program)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
+    expected = subprocess.run([plain_python(), path], capture_output=True, text=True,
+                              timeout=300, env=environment)
+    got = subprocess.run([sys.executable, *launcher_args, path], capture_output=True, text=True,
+                         timeout=300, env=environment)
+    assert expected.returncode == 0, expected.stderr
+    return expected, got
+
+
 @needs_launcher
 def test_interpreter_process_pool_running_cancel_and_dying_worker_as_stdlib():
-    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs",
-                           "process_pool_semantics.py")
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
-    expected = subprocess.run([plain_python(), program], capture_output=True, text=True,
-                              timeout=300, env=environment)
-    got = subprocess.run([sys.executable, "--process-pool=interpreters", program],
-                         capture_output=True, text=True, timeout=300, env=environment)
-    assert expected.returncode == 0, expected.stderr
+    expected, got = run_both("process_pool_semantics.py", "--process-pool=interpreters")
     assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
     assert "running True cancel False" in got.stdout  # the scenario ran, not just matched
 
 
 @needs_launcher
+def test_interpreter_process_pool_falls_back_where_only_processes_serve():
+    pytest.importorskip("_testsinglephase", reason="the runtime was built without test modules")
+    expected, got = run_both("process_pool_fallbacks.py", "--process-pool=interpreters",
+                             "-W", "always::RuntimeWarning")
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
+    assert "caught refusal: imported in a child: True" in got.stdout
+    # each fallback is announced, once per reason
+    for code_words in ("worker processes started that way", "initializer or initargs cannot",
+                       "cannot run in a subinterpreter"):
+        assert got.stderr.count(code_words) == 1, got.stderr
+
+
+@needs_launcher
 @pytest.mark.parametrize("program", ["interrupt_during_submit.py"])
 def test_program_prints_what_python_prints(program):
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", program)
-    environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
-    expected = subprocess.run([plain_python(), path], capture_output=True, text=True,
-                              timeout=300, env=environment)
-    got = subprocess.run([sys.executable, path], capture_output=True, text=True, timeout=300,
-                         env=environment)
-    assert expected.returncode == 0, expected.stderr
+    expected, got = run_both(program)
     assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr

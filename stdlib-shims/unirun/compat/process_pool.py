@@ -1,8 +1,10 @@
 """ProcessPoolExecutor served by subinterpreter workers (--process-pool=interpreters), falling
-back, task by task, to a real process pool for tasks a subinterpreter cannot run."""
+back to a real process pool, task by task for tasks a subinterpreter cannot run, and whole for
+a pool whose configuration only processes can honour."""
 
 from __future__ import annotations
 
+import pickle
 import threading
 import warnings
 from concurrent.futures import _base
@@ -14,14 +16,13 @@ from .. import _trace
 from .._capabilities import capabilities
 from .._config import RuntimeConfig
 from .._decide import Request, decide
-from . import _process_exit, interpreter_pool
+from . import _process_worker, interpreter_pool
 
 __all__ = ["ProcessPoolExecutor"]
 
 # The standard class, taken before the hook replaces the module's attribute with ours.
 _STDLIB_PROCESS_POOL = _stdlib.ProcessPoolExecutor
 
-_warned = False
 _warn_lock = threading.Lock()
 
 
@@ -39,21 +40,48 @@ def needs_a_process(exc):
     return False
 
 
-def _announce_fallback(fn, exc):
-    global _warned
+def _record(reason_code, reason):
     trace = decide(Request(flavor="processes", name="process-pool-fallback"),
                    RuntimeConfig.from_env(), capabilities())
-    trace.kind, trace.reason_code = "fallback", "subinterpreter-refused-processes"
-    trace.reason = f"{getattr(fn, '__qualname__', fn)!s}: {exc}"
+    trace.kind, trace.reason_code, trace.reason = "fallback", reason_code, reason
     trace.backend = "concurrent.futures.ProcessPoolExecutor"
     _trace.record(trace, path=RuntimeConfig.from_env().trace_path)
+
+
+_warned_for = set()  # reason codes already warned about
+
+
+def _warn_once(reason_code, message, stacklevel):
     with _warn_lock:
-        if _warned:
+        if reason_code in _warned_for:
             return
-        _warned = True
-    warnings.warn(f"unirun: {getattr(fn, '__qualname__', fn)!s} cannot run in a subinterpreter "
-                  f"({exc}); such tasks run in a real process pool (warned once)",
-                  RuntimeWarning, stacklevel=3)
+        _warned_for.add(reason_code)
+    warnings.warn(f"{message} (warned once)", RuntimeWarning, stacklevel=stacklevel + 1)
+
+
+def _announce_fallback(fn, exc):
+    name = getattr(fn, "__qualname__", fn)
+    _record("subinterpreter-refused-processes", f"{name!s}: {exc}")
+    _warn_once("subinterpreter-refused-processes",
+               f"unirun: {name!s} cannot run in a subinterpreter ({exc}); such tasks run in a "
+               "real process pool", stacklevel=3)
+
+
+def _needs_real_processes(mp_context, initializer, initargs):
+    """(reason code, text) when only real processes can honour the pool's configuration."""
+    if mp_context is not None:
+        method = getattr(mp_context, "get_start_method", lambda: "?")()
+        return ("mp-context-processes",
+                f"ProcessPoolExecutor(mp_context={method!r} context) asks for worker processes "
+                "started that way (forked workers inherit the parent's state)")
+    if initializer is not None:
+        try:
+            pickle.dumps((initializer, initargs), protocol=5)
+        except Exception as exc:
+            return ("initargs-processes",
+                    f"ProcessPoolExecutor's initializer or initargs cannot be sent to a "
+                    f"subinterpreter ({exc}); they must be inherited by a process")
+    return None
 
 
 def _relay(source, target):
@@ -83,10 +111,17 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         self._max_workers = max_workers or interpreter_pool.thread_pool._cpu_count()
         self._process_args = (self._max_workers, mp_context, initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
-        self._interpreters = interpreter_pool.InterpreterPoolExecutor(
-            self._max_workers, initializer=_process_exit.guard_exit,
-            initargs=(initializer, initargs))
         self._processes = None
+        self._interpreters = None  # None: the whole pool runs on real processes
+        reason = _needs_real_processes(mp_context, initializer, initargs)
+        if reason is None:
+            self._interpreters = interpreter_pool.InterpreterPoolExecutor(
+                self._max_workers, initializer=_process_worker.guard,
+                initargs=(initializer, initargs))
+        else:
+            _record(*reason)
+            _warn_once(reason[0], f"unirun: {reason[1]}; this pool runs on real processes",
+                       stacklevel=2)  # the program's ProcessPoolExecutor(...) line
         self._lock = threading.Lock()
         self._shutdown_thread = False
         self._broken = False
@@ -94,13 +129,16 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     def _process_pool(self):
         with self._lock:
             if self._processes is None:
+                # With mp_context None this is multiprocessing's default, as the stdlib's; but a
+                # pool that falls back task by task runs beside subinterpreter workers, and a
+                # fork there cannot give the child what the parent has: forkserver, as 3.14's
+                # default. (A whole-pool fallback has no interpreter workers: any default works.)
                 max_workers, mp_context, initializer, initargs = self._process_args
-                if mp_context is None:
-                    # Never fork a process that runs subinterpreter workers (the child would
-                    # clear them without their thread states): forkserver, 3.14's default.
+                if mp_context is None and self._interpreters is not None:
                     import multiprocessing
 
-                    mp_context = multiprocessing.get_context("forkserver")
+                    if multiprocessing.get_start_method() == "fork":
+                        mp_context = multiprocessing.get_context("forkserver")
                 self._processes = _STDLIB_PROCESS_POOL(
                     max_workers, mp_context, initializer, initargs,
                     max_tasks_per_child=self._max_tasks_per_child)
@@ -111,10 +149,13 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             raise _stdlib.BrokenProcessPool(self._broken)
         if self._shutdown_thread:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._interpreters is None:
+            return self._process_pool().submit(fn, *args, **kwargs)
         outer = _unirun.Future()
         # outer goes running when the worker starts inner; if outer was cancelled first, the
         # worker does not run inner at all.
-        inner = self._interpreters._submit_call(fn, args, kwargs, start_with=outer)
+        inner = self._interpreters._submit_call(_process_worker.run_task, (fn, args, kwargs or None),
+                                                None, start_with=outer)
 
         def on_inner_done(done):
             if done.cancelled():
@@ -122,7 +163,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
                 outer.set_running_or_notify_cancel()
                 return
             exc = done.exception()
-            if isinstance(exc, _process_exit.ProcessExit):
+            if isinstance(exc, _process_worker.ProcessExit):
                 outer.set_exception(self._break(fn, exc.code))
                 return
             if exc is not None and needs_a_process(exc):
@@ -151,7 +192,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         error = _stdlib.BrokenProcessPool(
             "A process in the process pool was terminated abruptly while the future was "
             "running or pending.")
-        error.__cause__ = _process_exit.ProcessExit(code)
+        error.__cause__ = _process_worker.ProcessExit(code)
         error.add_note(f"unirun: {getattr(fn, '__qualname__', fn)!s} called os._exit({code}) on "
                        "an interpreter worker (--process-pool=interpreters)")
         if first:
@@ -164,11 +205,14 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if self._interpreters is None:
+            return self._process_pool().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
         return _base.Executor.map(self, fn, *iterables, timeout=timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_thread = True
-        self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if self._interpreters is not None:
+            self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
         with self._lock:
             processes = self._processes
         if processes is not None:

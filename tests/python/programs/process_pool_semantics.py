@@ -13,8 +13,10 @@ if __name__ == "__main__":
         deadline = time.monotonic() + 30
         while not f.running() and time.monotonic() < deadline: time.sleep(0.01)
         print("running", f.running(), "cancel", f.cancel(), "result", f.result())
-        g = ex.submit(nap, 0.2); h = ex.submit(square, 3)
-        print("queued cancel", h.cancel(), g.result(), h.cancelled())
+        # The stdlib moves up to max_workers + 1 calls to its workers' queue (they are running
+        # then); the last of several queued ones is always still cancellable.
+        g = ex.submit(nap, 0.2); queued = [ex.submit(square, i) for i in range(5)]
+        print("queued cancel", queued[-1].cancel(), g.result(), queued[-1].cancelled())
     ex = cf.ProcessPoolExecutor(1)
     f = ex.submit(die, 3); q = ex.submit(square, 2)
     for x in (f, q):
