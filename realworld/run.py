@@ -30,8 +30,8 @@ import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-from conformance import (LAUNCHER, clean_env, junit_outcomes, load_waivers, runtime_for,  # noqa: E402
-                         stale_waivers, waiver_matches)
+from conformance import (LAUNCHER, OUTCOME_RANK, clean_env, junit_outcomes, load_waivers,  # noqa: E402
+                         runtime_for, stale_waivers, waiver_matches)
 
 HERE = ROOT / "realworld"
 OUT = ROOT / "build" / "realworld"
@@ -40,7 +40,7 @@ CACHE = pathlib.Path(os.environ.get("UNIRUN_CACHE") or
 STORE = CACHE / "realworld"
 THREAD_MODES = ("gil", "nogil")
 WAIVER_MODES = ("any", "gil", "nogil", "gil-interpreters", "nogil-interpreters", "interpreters")
-RUN_TIMEOUT = 1800        # one pytest run; the suites' own per-test timeouts catch single hangs
+RUN_TIMEOUT = 900         # one pytest run (anyio, the longest, takes about 100 s); then it is resumed
 RERUN_LIMIT = 200         # more differences than this is one systemic failure: not rerun
 
 
@@ -162,29 +162,89 @@ def failure_text(junit, test):
     return ""
 
 
-def pytest_run(interpreter, tree, venv, args, junit):
-    """Run pytest in tree under interpreter; the outcomes by node id, or {} if it reported none."""
+def pytest_once(interpreter, tree, venv, args, junit, log_file):
+    """One pytest run; its exit status, None if it overran RUN_TIMEOUT."""
     junit.unlink(missing_ok=True)
+    report_log = junit.with_suffix(".jsonl")
+    report_log.unlink(missing_ok=True)
     command = [*map(str, interpreter), "-m", "pytest", "-p", "no:cacheprovider", "-o", "junit_family=xunit1",
-               f"--junitxml={junit}", *args]
+               f"--junitxml={junit}", f"--report-log={report_log}", *args]
     env = clean_env(VIRTUAL_ENV=str(venv), PATH=f"{venv / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}")
-    started = time.monotonic()
-    with open(junit.with_suffix(".log"), "w") as output:
-        proc = subprocess.Popen(command, cwd=tree, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    log_file.write(f"realworld: {' '.join(command)}\n")
+    log_file.flush()
+    proc = subprocess.Popen(command, cwd=tree, env=env, stdout=log_file, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        return proc.wait(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        log_file.write(f"\nrealworld: killed after {RUN_TIMEOUT} s\n")
+        return None
+    finally:
         try:
-            status = proc.wait(timeout=RUN_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            status = proc.wait()
-            output.write(f"\nrealworld: killed after {RUN_TIMEOUT} s\n")
-    outcomes = junit_outcomes(junit, node_id)
+            os.killpg(proc.pid, signal.SIGKILL)  # a hung run, and any run's leftover children
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def report_log_outcomes(path):
+    """(outcomes of the tests that finished, the tests that started and never finished) from a
+    pytest-reportlog file, which pytest writes as it goes: what is left of a run that died."""
+    outcomes, unfinished = {}, []
+    if not path.exists():
+        return outcomes, unfinished
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue  # the last line of a killed run may be cut
+        if report.get("$report_type") != "TestReport":
+            continue
+        test, when, outcome = report["nodeid"], report["when"], report["outcome"]
+        if when == "setup":
+            unfinished.append(test)
+        if outcome == "skipped" and "wasxfail" in report:
+            outcome = "xfailed"
+        if outcome != "passed" or when == "call":
+            if test not in outcomes or OUTCOME_RANK[outcome] < OUTCOME_RANK[outcomes[test]]:
+                outcomes[test] = outcome
+        if when == "teardown":
+            outcomes.setdefault(test, "passed")
+            if test in unfinished:
+                unfinished.remove(test)
+    return outcomes, unfinished
+
+
+def pytest_run(interpreter, tree, venv, args, junit):
+    """Run pytest in tree under interpreter: the outcomes by node id ({} if it reported none),
+    its exit status, and the seconds it took.
+
+    A run that dies before writing its JUnit report (pytest-timeout's thread method ends the whole
+    process on a hang, as dask configures it; or the run overruns RUN_TIMEOUT) is resumed without
+    the test that never finished, whose outcome is "hung" (counted as failed), up to three times."""
+    started = time.monotonic()
+    hung, status = [], None
+    with open(junit.with_suffix(".log"), "w") as log_file:
+        for _ in range(4):
+            status = pytest_once(interpreter, tree, venv, [*args, *(f"--deselect={t}" for t in hung)],
+                                        junit, log_file)
+            outcomes = junit_outcomes(junit, node_id)
+            if junit.exists():  # pytest writes it when its session ends, whatever the outcomes
+                break
+            finished, unfinished = report_log_outcomes(junit.with_suffix(".jsonl"))
+            if not unfinished:
+                outcomes = finished
+                break
+            log_file.write(f"\nrealworld: the run died in {', '.join(unfinished)}; resuming without it\n")
+            hung += unfinished
+    for test in hung:
+        outcomes[test] = "hung"
     return outcomes, status, time.monotonic() - started
 
 
 def counts(outcomes):
     values = list(outcomes.values())
-    return {"passed": values.count("passed"), "failed": values.count("failed"),
+    return {"passed": values.count("passed"), "failed": values.count("failed") + values.count("hung"),
             "skipped": values.count("skipped") + values.count("xfailed")}
 
 
@@ -196,7 +256,7 @@ def run_package(package, mode, runtime, venv, sdist, waivers, out):
     baseline_name = f"python-{runtime['tag']}"
     log(f"{package['name']} under {runtime['tag']}'s python ...")
     baseline, status, seconds = pytest_run(python, tree, venv, args, out / f"{baseline_name}.xml")
-    results = {baseline_name: {**counts(baseline), "differs": 0, "waived": 0, "exit_status": status,
+    results = {baseline_name: {**counts(baseline), "differs": 0, "waived": 0, "flaky": 0, "exit_status": status,
                                "seconds": round(seconds)}}
     log(f"{package['name']} {baseline_name}: {fmt(results[baseline_name])} ({seconds:.0f} s)")
     if not baseline:
@@ -237,6 +297,8 @@ def compare(package, run_name, baseline, outcomes, python, launcher, tree, venv,
         entry = {"test": test, "python": baseline.get(test, "missing"), "unirun": outcomes.get(test, "missing")}
         if entry["unirun"] == "failed":
             entry["traceback"] = failure_text(out / f"{run_name}.xml", test)
+        elif entry["unirun"] == "hung":
+            entry["traceback"] = f"the run hung in this test; pytest-timeout's stacks are in {out / run_name}.log"
         reasons = [w["reason"] for w in waivers if waiver_matches(w["test"], test)]
         if reasons:
             waived.append({**entry, "reason": reasons[0]})
@@ -266,6 +328,8 @@ def main():
     parser.add_argument("--modes", nargs="+", default=list(THREAD_MODES), choices=THREAD_MODES)
     parser.add_argument("--packages", nargs="+", help="package names (default: all of packages.toml)")
     args = parser.parse_args()
+    # Ended from outside: the running suite's process group goes too (pytest_once's finally).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     config = load_packages()
     names = [p["name"] for p in config["package"]]
     for name in args.packages or []:
@@ -303,7 +367,7 @@ def main():
                     failures.append(f"{package['name']} {run_name}: {d['test']}: python {d['python']}, "
                                     f"unirun {d['unirun']}")
                 for d in result.get("flaky_differences", []):
-                    log(f"  flaky (did not reproduce alone): {package['name']} {run_name}: {d['test']}: "
+                    log(f"  flaky (did not reproduce when its file ran again): {package['name']} {run_name}: {d['test']}: "
                         f"python {d['python']}, unirun {d['unirun']}")
                 for test in result.get("stale_waivers", []):
                     log(f"  stale waiver (matches no test): {package['name']} {run_name}: {test}")
