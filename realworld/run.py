@@ -271,13 +271,14 @@ def run_package(package, mode, runtime, venv, sdist, waivers, out):
         outcomes, status, seconds = pytest_run(launcher, tree, venv, args, out / f"{run_name}.xml")
         mine = [w for w in waivers if w["package"] == package["name"] and
                 (w["mode"] in ("any", run_name) or (w["mode"] == "interpreters" and extra))]
-        results[run_name] = compare(package, run_name, baseline, outcomes, python, launcher, tree, venv, mine, out)
+        results[run_name] = compare(package, run_name, baseline_name, baseline, outcomes, python, launcher, tree,
+                                    venv, mine, out)
         results[run_name].update(exit_status=status, seconds=round(seconds))
         log(f"{package['name']} {run_name}: {fmt(results[run_name])} ({seconds:.0f} s)")
     return results
 
 
-def compare(package, run_name, baseline, outcomes, python, launcher, tree, venv, waivers, out):
+def compare(package, run_name, baseline_name, baseline, outcomes, python, launcher, tree, venv, waivers, out):
     differing = sorted(t for t in baseline.keys() | outcomes.keys()
                        if baseline.get(t, "missing") != outcomes.get(t, "missing"))
     confirmed, flaky = differing, []
@@ -299,6 +300,8 @@ def compare(package, run_name, baseline, outcomes, python, launcher, tree, venv,
             entry["traceback"] = failure_text(out / f"{run_name}.xml", test)
         elif entry["unirun"] == "hung":
             entry["traceback"] = f"the run hung in this test; pytest-timeout's stacks are in {out / run_name}.log"
+        if entry["python"] == "failed":
+            entry["python_traceback"] = failure_text(out / f"{baseline_name}.xml", test)
         reasons = [w["reason"] for w in waivers if waiver_matches(w["test"], test)]
         if reasons:
             waived.append({**entry, "reason": reasons[0]})
