@@ -6,7 +6,7 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python stress demo bench parity clean sanitize sanitize-build
+.PHONY: all bootstrap build test test-cpp test-python stress demo bench parity realworld clean sanitize sanitize-build
 
 all: build
 
@@ -93,3 +93,9 @@ bench: build
 # on both runtimes (cpython-parity/run.py); writes build/parity/summary.json.
 parity: build
 	@$(PYTEST_PYTHON) cpython-parity/run.py
+
+# Third-party packages' own test suites (anyio, aiofiles, tqdm, dask) under each runtime's python
+# and under the launcher, compared test by test (realworld/run.py); the pinned packages go into
+# venvs under $(UNIRUN_CACHE)/realworld; writes build/realworld/summary.json.
+realworld: build
+	@$(PYTEST_PYTHON) realworld/run.py

@@ -8,54 +8,36 @@ build/parity/summary.json. Exit status 1 if any test failed.
 """
 
 import argparse
-import fnmatch
 import json
-import os
 import pathlib
 import subprocess
 import sys
-import tomllib
-import xml.etree.ElementTree as ET
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-LAUNCHER = ROOT / "build" / "unirun-python"
+sys.path.insert(0, str(ROOT / "scripts"))
+from conformance import (LAUNCHER, clean_env, junit_outcomes, load_waivers as load_waiver_file,  # noqa: E402
+                         runtimes as list_runtimes, stale_waivers, waiver_matches)
+
 OUT = ROOT / "build" / "parity"
 SUITES = ("test_concurrent_futures", "test_asyncio")
 MODES = ("gil", "nogil")
 
 
 def load_waivers():
-    data = tomllib.loads((ROOT / "cpython-parity" / "waivers.toml").read_text())
-    waivers = data.get("waiver", [])
-    for waiver in waivers:
-        missing = {"test", "suite", "runtime", "reason"} - set(waiver)
-        if missing or waiver["runtime"] not in ("any", "gil", "nogil") or not waiver["reason"].strip():
-            sys.exit(f"parity: malformed waiver {waiver}: needs test, suite, runtime (any|gil|nogil), reason")
-    return waivers
+    return load_waiver_file(ROOT / "cpython-parity" / "waivers.toml", ("test", "suite", "runtime", "reason"),
+                            ("any", "gil", "nogil"), "runtime")
 
 
 def regrtest(mode, args, junit=None):
     command = [str(LAUNCHER), f"--thread-mode={mode}", "--compat=managed", "-m", "test", *args]
     if junit is not None:
         command += ["--junit-xml", str(junit)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=OUT, timeout=3600)
+    return subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=OUT, timeout=3600)
 
 
 def junit_cases(path):
     """{test id: "passed" | "failed" | "skipped"} from regrtest's JUnit XML."""
-    cases = {}
-    if not path.exists():
-        return cases
-    for case in ET.parse(path).getroot().iter("testcase"):
-        test_id = f"{case.get('classname')}.{case.get('name')}"
-        if case.find("failure") is not None or case.find("error") is not None:
-            cases[test_id] = "failed"
-        elif case.find("skipped") is not None:
-            cases[test_id] = "skipped"
-        else:
-            cases[test_id] = "passed"
-    return cases
+    return junit_outcomes(path)
 
 
 def junit_counts(path):
@@ -82,8 +64,7 @@ def run_suite(mode, suite, waivers, jobs):
 
     # Waivers that match no test case of this suite.
     listed = regrtest(mode, [suite, "--list-cases"]).stdout.split()
-    stale = [w["test"] for w in mine if not any(fnmatch.fnmatchcase(case, w["test"]) or case == w["test"]
-                                                 for case in listed)]
+    stale = [w["test"] for w in stale_waivers(mine, listed)]
     # Waived tests that pass now.
     unexpected = []
     live = [w for w in mine if w["test"] not in stale]
@@ -95,8 +76,7 @@ def run_suite(mode, suite, waivers, jobs):
         regrtest(mode, [suite, "--matchfile", str(match)], waived_junit)
         outcomes = junit_cases(waived_junit)
         for waiver in live:
-            matched = [o for test, o in outcomes.items()
-                       if test == waiver["test"] or fnmatch.fnmatchcase(test, waiver["test"])]
+            matched = [o for test, o in outcomes.items() if waiver_matches(waiver["test"], test)]
             if matched and all(o == "passed" for o in matched):
                 unexpected.append(waiver["test"])
     return {
@@ -120,9 +100,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     waivers = load_waivers()
     summary = {}
-    runtimes = {r["free_threaded"]: r["tag"] for r in json.loads(
-        subprocess.run([str(LAUNCHER), "--list-runtimes", "--json"], capture_output=True, text=True,
-                       check=True).stdout)}
+    runtimes = {r["free_threaded"]: r["tag"] for r in list_runtimes()}
     for mode in args.modes:
         runtime = runtimes.get(mode == "nogil")
         if runtime is None:
