@@ -6,7 +6,7 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python demo bench parity matrix clean
+.PHONY: all bootstrap build test test-cpp test-python demo bench parity matrix clean sanitize sanitize-build
 
 all: build
 
@@ -33,15 +33,48 @@ test-cpp: build
 test-python: build
 	$(PYTEST_PYTHON) -m pytest tests/python tests/cli
 
-# Every test: C++ unit tests and the Python-level suites, one summary line at the end.
-test: build
+# Every test: C++ unit tests, the Python-level suites and the sanitizer stage, one summary line
+# at the end.
+test: build sanitize-build
 	@scripts/run-tests
 
 demo: build
 	@examples/run-demo
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) $(BUILD_ASAN) $(BUILD_TSAN)
+
+# Sanitizer builds, each in its own directory (docs/architecture.md, "Sanitizers"): build-asan
+# under ASan+UBSan (float-cast-overflow included, every report fatal), build-tsan under TSan.
+# Each launcher is linked with its sanitizer's runtime, so the runtime library it dlopens can be
+# instrumented although libpython is not.
+BUILD_ASAN := build-asan
+BUILD_TSAN := build-tsan
+ASAN_MESON_OPTIONS := -Db_sanitize=address,undefined \
+	"-Dcpp_args=-fsanitize=float-cast-overflow -fno-sanitize-recover=all -D_GLIBCXX_ASSERTIONS"
+TSAN_MESON_OPTIONS := -Db_sanitize=thread
+
+# $(call sanitizer_build,DIR,MESON-OPTIONS): configure once (again when the runtime manifest or
+# the options change), then compile.
+define sanitizer_build
+	@options='$(2)'; \
+	if [ ! -f $(1)/build.ninja ]; then \
+		meson setup $(1) -Druntime_manifest=$(MANIFEST) $(2) >/dev/null; \
+	elif ! cmp -s $(MANIFEST) $(1)/.manifest-seen || [ "$$(cat $(1)/.options-seen 2>/dev/null)" != "$$options" ]; then \
+		meson setup --reconfigure $(1) -Druntime_manifest=$(MANIFEST) $(2) >/dev/null; \
+	fi && cp $(MANIFEST) $(1)/.manifest-seen && echo "$$options" >$(1)/.options-seen
+	@meson compile -C $(1) >/dev/null || meson compile -C $(1)
+endef
+
+sanitize-build: build
+	$(call sanitizer_build,$(BUILD_ASAN),$(ASAN_MESON_OPTIONS))
+	$(call sanitizer_build,$(BUILD_TSAN),$(TSAN_MESON_OPTIONS))
+
+# The sanitizer stage alone (scripts/run-tests --sanitize): the C++ tests under ASan+UBSan and
+# under TSan; the Python suites under the ASan launcher in both thread modes, and the native
+# executor tests under the TSan launcher in GIL mode.
+sanitize: sanitize-build
+	@scripts/run-tests --sanitize
 
 # Benchmarks: ratios against the standard library and peers, side by side (bench/run.py).
 bench: build

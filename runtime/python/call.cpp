@@ -35,8 +35,8 @@ bool attached_to(PyInterpreterState *interp) {
 // (an interpreter worker finishing its owner's call) switches to its home thread state there,
 // any other borrows a temporary one. An exception left by f() in a thread state that is not
 // the caller's cannot propagate: it is reported as unraisable there.
-template <class F>
-auto with_owner(PyInterpreterState *owner, F &&f) -> decltype(f()) {
+template <class F, class G>
+auto with_owner(PyInterpreterState *owner, F &&f, G &&no_thread_state) -> decltype(f()) {
     if (attached_to(owner)) return f();
     if (current_worker && current_worker->home &&
         PyThreadState_GetInterpreter(current_worker->home) == owner) {
@@ -46,6 +46,7 @@ auto with_owner(PyInterpreterState *owner, F &&f) -> decltype(f()) {
         return result;
     }
     PyThreadState *temporary = PyThreadState_New(owner);
+    if (!temporary) return no_thread_state();  // out of memory
     PyThreadState *previous = attached_thread_state() ? PyEval_SaveThread() : nullptr;
     PyEval_RestoreThread(temporary);
     auto result = f();
@@ -92,8 +93,22 @@ void Call::set_call(PyObject *fn, PyObject *args, PyObject *kwargs) {
     kwargs_ = Py_XNewRef(kwargs);
 }
 
+std::unique_lock<std::mutex> Call::lock_attached() const {
+    std::unique_lock lock(mutex_, std::try_to_lock);
+    if (!lock.owns_lock()) {
+        if (attached_thread_state()) {
+            Py_BEGIN_ALLOW_THREADS;
+            lock.lock();
+            Py_END_ALLOW_THREADS;
+        } else {
+            lock.lock();
+        }
+    }
+    return lock;
+}
+
 bool Call::is_done() const {
-    std::lock_guard lock(mutex_);
+    auto lock = lock_attached();
     return done_locked();
 }
 
@@ -143,7 +158,7 @@ Call::Commit Call::commit_locked(Event event, Delivery *delivery, PyObject **rel
 Call::Commit Call::commit(Event event, Delivery *delivery, PyObject **release) {
     Commit result;
     {
-        std::lock_guard lock(mutex_);
+        auto lock = lock_attached();
         result = commit_locked(event, delivery, release);
     }
     if (result == Changed) done_cv_.notify_all();
@@ -151,14 +166,14 @@ Call::Commit Call::commit(Event event, Delivery *delivery, PyObject **release) {
 }
 
 PyObject *Call::observed_future() {
-    std::lock_guard lock(mutex_);
+    auto lock = lock_attached();
     return final_locked() ? nullptr : Py_XNewRef(future_);
 }
 
 Call::Commit Call::change(Event event, Delivery *delivery, PyObject *future_hint) {
     const bool finishing = event == Event::Result || event == Event::Exception;
     {
-        std::unique_lock lock(mutex_);
+        auto lock = lock_attached();
         // Unobserved, or observed and already final (nothing left to tell anyone): natively.
         if (!observed_ || final_locked()) {
             if (finishing && !observed_) scheduler::note_task_finishing(this);
@@ -169,7 +184,12 @@ Call::Commit Call::change(Event event, Delivery *delivery, PyObject *future_hint
             return result;
         }
     }
-    Commit result = with_owner(owner_, [&] { return deliver_observed(future_hint, *this, event, delivery); });
+    Commit result = with_owner(
+        owner_, [&] { return deliver_observed(future_hint, *this, event, delivery); },
+        [&] {  // no way into the owner (out of memory): the change itself is not lost
+            PyObject *leaked = nullptr;  // the future's reference cannot be dropped from here
+            return commit(event, delivery, &leaked);
+        });
     // Only now, after the callbacks, is this worker about to be free: a callback that submits
     // work and waits for it must not count on it (ThreadPoolExecutor starts a thread then).
     if (finishing) scheduler::note_task_finishing(this);
@@ -197,11 +217,14 @@ bool Call::start() {
 }
 
 bool Call::run() {
-    if (current_worker && !current_worker->broken.empty()) {
+    bool ok = false;
+    if (current_worker && !current_worker->broken.empty())
         fail_broken(current_worker->broken);
-        return false;
-    }
-    return kind_ == Kind::Interpreter ? run_remote() : run_local();
+    else
+        ok = kind_ == Kind::Interpreter ? run_remote() : run_local();
+    // A callback's BaseException has nowhere to go on a worker (the stdlib's worker logs it).
+    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
+    return ok;
 }
 
 bool Call::run_local() {
@@ -212,8 +235,6 @@ bool Call::run_local() {
     bool ok = static_cast<bool>(result);
     Ref value = ok ? std::move(result) : Ref::steal(PyErr_GetRaisedException());
     finish_local(nullptr, value.get(), !ok);
-    // A callback's BaseException has nowhere to go on a worker (the stdlib's worker logs it).
-    if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
     return ok;
 }
 
@@ -337,11 +358,16 @@ void Call::fail_broken(const std::string &message) {
     change(Event::Exception, &delivery, nullptr);
 }
 
-void Call::skip() {
+void Call::notify_skipped() {
     // A call cancelled by shutdown has not announced its cancellation (callbacks) yet; one
-    // cancelled through its future has. Either way the waiters learn of it now.
+    // cancelled through its future has. Either way the waiters learn of it now. (An error
+    // left by the first step is kept through the second: deliver_observed stashes it.)
     change(Event::Cancel, nullptr, nullptr);
     change(Event::Cancelled, nullptr, nullptr);
+}
+
+void Call::skip() {
+    notify_skipped();
     if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
 }
 

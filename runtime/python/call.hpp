@@ -96,7 +96,11 @@ class Call : public scheduler::Task {
 
     bool start() override;
     bool run() override;
+    // The scheduler's skip, on a worker: an error raised by a callback is reported there.
     void skip() override;
+    // The same for a caller attached to the owner (shutdown, a broken pool): a callback's
+    // BaseException (Ctrl-C) stays raised for the caller to propagate.
+    void notify_skipped();
 
     // Starts `other` together with this call: the worker runs this call only if it can also
     // move `other` from pending to running (a future that stands for this call, e.g. one
@@ -129,7 +133,7 @@ class Call : public scheduler::Task {
     // `until_done` is true. Returns false if there is nothing left to observe.
     template <class Append>
     bool observe(PyObject *future, bool until_done, Append append) {
-        std::lock_guard lock(mutex_);
+        auto lock = lock_attached();
         if (until_done ? done_locked() : final_locked()) return false;
         if (!observed_) {
             observed_ = true;
@@ -156,6 +160,11 @@ class Call : public scheduler::Task {
     void fail_broken(const std::string &message);
 
    private:
+    // Locks mutex_ from an attached thread. observe() runs Python (a list append) under it, which
+    // may wait on a free-threaded critical section: a thread that blocked on mutex_ while
+    // attached could then hold up a stop-the-world forever. So a contended lock is waited for
+    // detached.
+    std::unique_lock<std::mutex> lock_attached() const;
     bool done_locked() const {
         auto s = state();
         return s == Cancelled || s == CancelledNotified || s == Finished;

@@ -113,7 +113,10 @@ PyObject *outcome(FutureObject *self, bool *is_exception) {
             decoded = args ? call_native("loads_outcome", args.get()) : Ref();
             failed = true;
         }
-        if (!decoded) {  // a result that cannot be decoded here becomes the call's exception
+        if (!decoded) {
+            // A result that cannot be decoded here becomes the call's exception; an interrupt
+            // while decoding (Ctrl-C) is the caller's, and the next reader decodes again.
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             decoded = Ref::steal(PyErr_GetRaisedException());
             failed = true;
         }
@@ -168,7 +171,22 @@ PyObject *future_result(PyObject *self, PyObject *args, PyObject *kwargs) {
     bool is_exception = false;
     PyObject *value = wait_for_outcome(self, args, kwargs, "result", &is_exception);
     if (value && is_exception) {
-        PyErr_SetRaisedException(value);  // steals
+        // As `if self._exception: raise self._exception`: set_exception() takes any object.
+        int truth = PyObject_IsTrue(value);
+        if (truth <= 0) {
+            Py_DECREF(value);
+            if (truth < 0) return nullptr;
+            Py_RETURN_NONE;  // the result of a future "failed" with a false object
+        }
+        if (PyExceptionInstance_Check(value)) {
+            PyErr_SetRaisedException(value);  // steals
+        } else if (PyExceptionClass_Check(value)) {
+            PyErr_SetNone(value);
+            Py_DECREF(value);
+        } else {
+            Py_DECREF(value);
+            PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
+        }
         return nullptr;
     }
     return value;
@@ -185,7 +203,9 @@ PyObject *future_exception(PyObject *self, PyObject *args, PyObject *kwargs) {
 }
 
 PyObject *future_cancel(PyObject *self, PyObject *) {
-    return PyBool_FromLong(as_future(self)->call->cancel(self));
+    bool cancelled = as_future(self)->call->cancel(self);
+    if (PyErr_Occurred()) return nullptr;  // a callback or a signal handler raised
+    return PyBool_FromLong(cancelled);
 }
 
 PyObject *future_cancelled(PyObject *self, PyObject *) {
@@ -235,18 +255,29 @@ void invoke_callbacks(PyObject *self) {
     Py_DECREF(callbacks);
 }
 
+// The list in `slot` (made on first use): a new reference.
+PyObject *list_of(PyObject *self, PyObject *FutureObject::*slot) {
+    FutureObject *f = as_future(self);
+    PyObject *list = nullptr;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    list = Py_XNewRef(f->*slot);
+    Py_END_CRITICAL_SECTION();
+    if (list) return list;
+    Ref made = Ref::steal(PyList_New(0));
+    if (!made) return nullptr;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    if (!(f->*slot)) f->*slot = made.new_ref();
+    list = Py_NewRef(f->*slot);
+    Py_END_CRITICAL_SECTION();
+    return list;
+}
+
 PyObject *future_add_done_callback(PyObject *self, PyObject *fn) {
     FutureObject *f = as_future(self);
-    if (!f->callbacks) {
-        PyObject *list = PyList_New(0);
-        if (!list) return nullptr;
-        Py_BEGIN_CRITICAL_SECTION(self);
-        if (!f->callbacks) f->callbacks = Py_NewRef(list);
-        Py_END_CRITICAL_SECTION();
-        Py_DECREF(list);
-    }
+    Ref callbacks = Ref::steal(list_of(self, &FutureObject::callbacks));
+    if (!callbacks) return nullptr;
     int rc = 0;
-    bool pending = f->call->observe(self, true, [&] { rc = PyList_Append(f->callbacks, fn); });
+    bool pending = f->call->observe(self, true, [&] { rc = PyList_Append(callbacks.get(), fn); });
     if (rc < 0) return nullptr;
     if (!pending && !call_callback(self, fn)) return nullptr;
     Py_RETURN_NONE;
@@ -311,17 +342,9 @@ PyObject *get_exception(PyObject *self, void *) { return get_outcome_part(self, 
 // _waiters and _condition: made on demand; asking for them marks the future observed, since
 // wait() and as_completed() register waiters through them.
 PyObject *get_list(PyObject *self, PyObject *FutureObject::*slot) {
-    FutureObject *f = as_future(self);
-    if (!(f->*slot)) {
-        PyObject *list = PyList_New(0);
-        if (!list) return nullptr;
-        Py_BEGIN_CRITICAL_SECTION(self);
-        if (!(f->*slot)) f->*slot = Py_NewRef(list);
-        Py_END_CRITICAL_SECTION();
-        Py_DECREF(list);
-    }
-    f->call->observe(self, false, [] {});
-    return Py_NewRef(f->*slot);
+    PyObject *list = list_of(self, slot);
+    if (list) as_future(self)->call->observe(self, false, [] {});
+    return list;
 }
 
 PyObject *get_waiters(PyObject *self, void *) { return get_list(self, &FutureObject::waiters); }
@@ -405,27 +428,48 @@ PyType_Spec future_spec = {
 // (cancel() tells only the condition), notify the condition; then, outside it, run the done
 // callbacks for a result, an exception or a cancel. Attached to the owner.
 Call::Commit deliver_observed(PyObject *, Call &call, Call::Event event, Call::Delivery *delivery) {
+    // An exception already set (a callback's Ctrl-C from the step before, say) must neither
+    // leak into the Python calls below nor be lost: set aside, restored at the end, and it
+    // wins over any raised here.
+    Ref prior = Ref::steal(PyErr_GetRaisedException());
+    Ref pending_error;  // the first interrupt raised here: kept for the caller
+    auto keep_or_report = [&](PyObject *where) {
+        if (!PyErr_Occurred()) return;
+        if (!pending_error && !PyErr_ExceptionMatches(PyExc_Exception))
+            pending_error = Ref::steal(PyErr_GetRaisedException());
+        else
+            PyErr_WriteUnraisable(where);
+    };
+    auto finish = [&](Call::Commit result) {
+        if (prior) {
+            if (pending_error) {
+                PyErr_SetRaisedException(pending_error.release());
+                PyErr_WriteUnraisable(nullptr);
+            }
+            PyErr_SetRaisedException(prior.release());
+        } else if (pending_error) {
+            PyErr_SetRaisedException(pending_error.release());
+        }
+        return result;
+    };
+
     PyObject *release = nullptr;
     Ref future = Ref::steal(call.observed_future());
-    if (!future) return call.commit(event, delivery, &release);  // final already: nothing to tell
+    if (!future) return finish(call.commit(event, delivery, &release));  // final: nothing to tell
     FutureObject *f = as_future(future.get());
 
     // The condition's acquire can be interrupted by a signal handler that raises (main thread):
     // keep that exception for the caller, and take the lock anyway, since the change must
     // happen. Without a condition at all (out of memory), change and tell waiters unlocked.
-    Ref pending_error;
     Ref condition = Ref::steal(condition_of(f));
-    if (!condition) pending_error = Ref::steal(PyErr_GetRaisedException());
+    if (!condition) keep_or_report(future.get());
     bool locked = false;
     for (int attempt = 0; condition && attempt < 100 && !locked; ++attempt) {
         Ref acquired = Ref::steal(PyObject_CallMethod(condition.get(), "acquire", nullptr));
-        if (acquired) {
+        if (acquired)
             locked = true;
-        } else if (!pending_error) {
-            pending_error = Ref::steal(PyErr_GetRaisedException());
-        } else {
-            PyErr_Clear();
-        }
+        else
+            keep_or_report(condition.get());
     }
 
     Call::Commit result = call.commit(event, delivery, &release);
@@ -441,35 +485,35 @@ Call::Commit deliver_observed(PyObject *, Call &call, Call::Event event, Call::D
             for (Py_ssize_t i = 0; i < PyList_GET_SIZE(waiters); ++i) {
                 Ref told = Ref::steal(
                     PyObject_CallMethod(PyList_GET_ITEM(waiters, i), method, "O", future.get()));
-                if (!told) PyErr_WriteUnraisable(PyList_GET_ITEM(waiters, i));
+                if (!told) keep_or_report(PyList_GET_ITEM(waiters, i));
             }
             Py_DECREF(waiters);
-        } else if (PyErr_Occurred()) {
-            PyErr_WriteUnraisable(future.get());
+        } else {
+            keep_or_report(future.get());
         }
     }
     if (locked) {
         if (result == Call::Changed) {
             Ref notified = Ref::steal(PyObject_CallMethod(condition.get(), "notify_all", nullptr));
-            if (!notified) PyErr_WriteUnraisable(condition.get());
+            if (!notified) keep_or_report(condition.get());
         }
         Ref released = Ref::steal(PyObject_CallMethod(condition.get(), "release", nullptr));
-        if (!released) PyErr_WriteUnraisable(condition.get());
+        if (!released) keep_or_report(condition.get());
     }
     Py_XDECREF(release);  // the call's reference; `future` keeps it alive here
-    if (pending_error) {
-        PyErr_SetRaisedException(pending_error.release());
-        if (result == Call::Changed && event != Call::Event::Cancelled) {
-            // Callbacks still run; the interrupt stays the caller's to see.
-            Ref interrupt = Ref::steal(PyErr_GetRaisedException());
-            invoke_callbacks(future.get());
+    if (result == Call::Changed && event != Call::Event::Cancelled) {
+        // Callbacks run with no exception set; one that raises a BaseException stops them and
+        // stays raised (as the stdlib's set_result lets it out), unless an interrupt is kept.
+        Ref interrupt = std::move(pending_error);
+        invoke_callbacks(future.get());
+        if (interrupt) {
             if (PyErr_Occurred()) PyErr_WriteUnraisable(future.get());
-            PyErr_SetRaisedException(interrupt.release());
+            pending_error = std::move(interrupt);
+        } else if (PyErr_Occurred()) {
+            pending_error = Ref::steal(PyErr_GetRaisedException());
         }
-        return result;
     }
-    if (result == Call::Changed && event != Call::Event::Cancelled) invoke_callbacks(future.get());
-    return result;
+    return finish(result);
 }
 
 PyObject *make_future_type(PyObject *module) {

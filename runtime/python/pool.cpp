@@ -49,17 +49,23 @@ bool spawn_worker(PyObject *self) {
     Ref started = args ? call_native("start_worker", args.get()) : Ref();
     if (!started) {
         PyObject *error = PyErr_GetRaisedException();
-        if (PyErr_GivenExceptionMatches(error, PyExc_Exception)) {
-            Py_XSETREF(pool->spawn_error, error);
-        } else {  // not a failure to start: a signal handler raised while starting it
-            Py_XSETREF(pool->interrupt, error);
-        }
+        // Not a failure to start if it is no Exception: a signal handler raised meanwhile.
+        PyObject *PoolObject::*slot = PyErr_GivenExceptionMatches(error, PyExc_Exception)
+                                          ? &PoolObject::spawn_error
+                                          : &PoolObject::interrupt;
+        Py_BEGIN_CRITICAL_SECTION(self);
+        Py_XSETREF(pool->*slot, error);
+        Py_END_CRITICAL_SECTION();
         return false;
     }
     // (thread, interrupt): the thread runs; an interrupt came while start() waited for it.
     PyObject *thread = PyTuple_GET_ITEM(started.get(), 0);
     PyObject *interrupt = PyTuple_GET_ITEM(started.get(), 1);
-    if (interrupt != Py_None) Py_XSETREF(pool->interrupt, Py_NewRef(interrupt));
+    if (interrupt != Py_None) {
+        Py_BEGIN_CRITICAL_SECTION(self);
+        Py_XSETREF(pool->interrupt, Py_NewRef(interrupt));
+        Py_END_CRITICAL_SECTION();
+    }
     // The thread runs now and counts itself in the pool: report success even if it cannot be
     // listed (out of memory), or the pool would count it twice.
     if (PyList_Append(pool->threads, thread) < 0) PyErr_WriteUnraisable(self);
@@ -143,7 +149,10 @@ void pool_dealloc(PyObject *self) {
     PyObject_ClearWeakRefs(self);
     PoolObject *pool = as_pool(self);
     // Workers hold the pool object while they run, so none is left: unqueued tasks go with it.
+    // (An exception may be propagating through this dealloc: keep it out of the callbacks.)
+    PyObject *propagating = PyErr_GetRaisedException();
     for (auto &task : pool->core->shutdown(true)) task->skip();
+    PyErr_SetRaisedException(propagating);
     pool_clear(self);
     Py_CLEAR(pool->name_prefix);
     pool->core.~shared_ptr();
@@ -202,17 +211,24 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(module_state->future_type), call));
     if (!future) return nullptr;
     if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error();
-    if (pool->interrupt) {  // the task is queued and will run; the interrupt is the caller's
-        PyErr_SetRaisedException(std::exchange(pool->interrupt, nullptr));
+    // Another thread's submit may be starting a worker too: these two fields change under the
+    // pool's critical section (free-threaded builds).
+    PyObject *interrupt = nullptr, *spawn_error = nullptr;
+    bool no_worker = pool->core->counters().workers_alive == 0;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    interrupt = std::exchange(pool->interrupt, nullptr);
+    if (!interrupt && pool->spawn_error && no_worker && PyList_GET_SIZE(pool->threads) == 0)
+        spawn_error = std::exchange(pool->spawn_error, nullptr);
+    Py_END_CRITICAL_SECTION();
+    if (interrupt) {  // the task is queued and will run; the interrupt is the caller's
+        PyErr_SetRaisedException(interrupt);
         return nullptr;
     }
-    if (pool->spawn_error && pool->core->counters().workers_alive == 0 &&
-        PyList_GET_SIZE(pool->threads) == 0) {
+    if (spawn_error) {
         // No worker exists and none could be started: end this future and say why.
         call->cancel(future.get());
         call->skip();
-        PyObject *error = std::exchange(pool->spawn_error, nullptr);
-        PyErr_SetRaisedException(error);
+        PyErr_SetRaisedException(spawn_error);
         return nullptr;
     }
     return future.release();
@@ -223,7 +239,10 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
     int cancel = PyObject_IsTrue(cancel_futures);
     if (cancel < 0) return nullptr;
-    for (auto &task : as_pool(self)->core->shutdown(cancel)) task->skip();
+    // Every queued call is notified; a callback's Ctrl-C is raised once all are.
+    for (auto &task : as_pool(self)->core->shutdown(cancel))
+        static_cast<Call *>(task.get())->notify_skipped();
+    if (PyErr_Occurred()) return nullptr;
     Py_RETURN_NONE;
 }
 
@@ -245,8 +264,9 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
         if (call->try_start())
             call->finish_local(nullptr, exception, true);
         else
-            call->skip();
+            call->notify_skipped();
     }
+    if (PyErr_Occurred()) return nullptr;  // a callback's Ctrl-C, once every call has ended
     Py_RETURN_NONE;
 }
 

@@ -4,6 +4,7 @@ Called from C: starting worker threads, logging for futures, and moving calls, r
 exceptions between interpreters. Nothing here is public API.
 """
 
+import _thread
 import pickle
 import sys
 
@@ -15,6 +16,7 @@ __all__ = []
 # --- worker threads ---------------------------------------------------------------------
 
 _live_pools = None  # weakref.WeakSet of pools to stop at interpreter exit, made on first use
+_live_pools_lock = _thread.allocate_lock()
 
 
 def start_worker(pool, name):
@@ -58,14 +60,18 @@ def _initialize_then_work(pool):
 
 def _register_exit():
     global _live_pools
-    if _live_pools is None:
-        import threading
-        import weakref
+    if _live_pools is not None:
+        return
+    with _live_pools_lock:  # two first workers may start at once
+        if _live_pools is None:
+            import threading
+            import weakref
 
-        _live_pools = weakref.WeakSet()
-        # Runs before threading joins non-daemon threads (as ThreadPoolExecutor's hook does):
-        # workers finish what is queued, then leave, and the join returns.
-        threading._register_atexit(_stop_all_pools)
+            pools = weakref.WeakSet()
+            # Runs before threading joins non-daemon threads (as ThreadPoolExecutor's hook
+            # does): workers finish what is queued, then leave, and the join returns.
+            threading._register_atexit(_stop_all_pools)
+            _live_pools = pools
 
 
 def _stop_all_pools():

@@ -166,12 +166,24 @@ def plain_python():
     return os.path.join(sys.base_prefix, "bin", name)
 
 
-def run_both(program, *launcher_args):
-    """(python's result, unirun-python's result) for tests/python/programs/PROGRAM."""
+def run_both(program, *launcher_args, oracle_attempts=1):
+    """(python's result, unirun-python's result) for tests/python/programs/PROGRAM.
+
+    oracle_attempts > 1 for programs where python itself is not robust every time (a Ctrl-C
+    that lands inside threading's own code can leave the stdlib hanging at exit): python's
+    first clean run is the oracle."""
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs", program)
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST", "UNIRUN_"))}
-    expected = subprocess.run([plain_python(), path], capture_output=True, text=True,
-                              timeout=300, env=environment)
+    for attempt in range(oracle_attempts):
+        try:
+            expected = subprocess.run([plain_python(), path], capture_output=True, text=True,
+                                      timeout=120 if oracle_attempts > 1 else 300, env=environment)
+        except subprocess.TimeoutExpired:
+            if attempt + 1 == oracle_attempts:
+                raise
+            continue
+        if expected.returncode == 0:
+            break
     got = subprocess.run([sys.executable, *launcher_args, path], capture_output=True, text=True,
                          timeout=300, env=environment)
     assert expected.returncode == 0, expected.stderr
@@ -202,5 +214,5 @@ def test_interpreter_process_pool_falls_back_where_only_processes_serve():
 @needs_launcher
 @pytest.mark.parametrize("program", ["interrupt_during_submit.py"])
 def test_program_prints_what_python_prints(program):
-    expected, got = run_both(program)
+    expected, got = run_both(program, oracle_attempts=3)
     assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr

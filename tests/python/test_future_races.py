@@ -214,19 +214,21 @@ def vars_or_self(value):
 # --- 6. racing set_result: the published value is the winner's ------------------------------
 
 def test_set_result_race_publishes_the_winners_value(future_type):
-    futures = [future_type() for _ in range(5000)]
+    rounds, per_round = 2000, 4
+    futures = [future_type() for _ in range(rounds * per_round)]
     wins = {"a": [], "b": []}
     barrier = threading.Barrier(2)
 
     def racer(tag):
-        barrier.wait()
         mine = wins[tag]
-        for i, future in enumerate(futures):
-            try:
-                future.set_result(tag)
-                mine.append(i)
-            except cf.InvalidStateError:
-                pass
+        for r in range(rounds):
+            barrier.wait()  # both threads race for the same few futures, round after round
+            for i in range(r * per_round, (r + 1) * per_round):
+                try:
+                    futures[i].set_result(tag)
+                    mine.append(i)
+                except cf.InvalidStateError:
+                    pass
 
     threads = [threading.Thread(target=racer, args=(tag,)) for tag in wins]
     for thread in threads:
@@ -259,3 +261,58 @@ def test_tiny_timeouts_only_look(future_type, timeout):
         future.result(timeout=timeout)
     with pytest.raises(TimeoutError):
         future.exception(timeout=timeout)
+
+
+# --- a callback's BaseException (Ctrl-C) and odd exceptions, as the stdlib treats them ------
+
+def _interrupt(_future):
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("how", ["cancel", "set_result", "set_exception"])
+def test_a_callbacks_interrupt_propagates_and_the_future_stays_usable(future_type, how):
+    future = future_type()
+    future.add_done_callback(_interrupt)
+    cf.wait([future], timeout=0)  # observed by a waiter too: the condition is in use
+    with pytest.raises(KeyboardInterrupt):
+        if how == "cancel":
+            future.cancel()
+        elif how == "set_result":
+            future.set_result(1)
+        else:
+            future.set_exception(ValueError("x"))
+    assert future.done()
+    if how == "cancel":  # a cancelled future is done for waiters once notified
+        assert future.set_running_or_notify_cancel() is False
+    # Nothing is left locked: another thread's wait() and repr() go through.
+    seen = []
+    waiter = threading.Thread(target=lambda: seen.append(cf.wait([future], timeout=60)))
+    waiter.start()
+    waiter.join()
+    assert seen[0].done == {future}
+    assert "at 0x" in repr(future)
+
+
+def test_shutdown_lets_a_callbacks_interrupt_out(make_executor):
+    executor = make_executor(1)
+    running = started(executor.submit(tasks.nap, 0.3))
+    queued = executor.submit(tasks.square, 2)
+    queued.add_done_callback(_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        executor.shutdown(wait=False, cancel_futures=True)
+    assert queued.cancelled()
+    executor.shutdown(wait=True)
+    assert running.result() == 0.3
+
+
+@pytest.mark.parametrize("stored, raised", [(ValueError, ValueError), ("text", TypeError),
+                                            (ValueError("v"), ValueError), (None, None)])
+def test_result_raises_what_set_exception_stored(future_type, stored, raised):
+    future = future_type()
+    future.set_exception(stored)
+    if raised is None:  # a false "exception" is no exception: result() returns None
+        assert future.result() is None
+    else:
+        with pytest.raises(raised):
+            future.result()
+    assert future.exception() is stored
