@@ -208,7 +208,10 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if self._interpreters is None:
-            return self._process_pool().map(fn, *iterables, timeout=timeout, chunksize=chunksize)
+            # The stdlib's map, through this instance's submit (code that wraps submit on the
+            # instance, as tqdm's process_map does, sees every chunk), onto the process pool.
+            return _STDLIB_PROCESS_POOL.map(self, fn, *iterables, timeout=timeout,
+                                            chunksize=chunksize)
         return _base.Executor.map(self, fn, *iterables, timeout=timeout)
 
     def shutdown(self, wait=True, *, cancel_futures=False):

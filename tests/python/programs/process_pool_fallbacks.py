@@ -36,8 +36,11 @@ def try_import(name):
 if __name__ == "__main__":
     parent = os.getpid()
     with cf.ProcessPoolExecutor(2, initializer=remember, initargs=(mp.RLock(),)) as executor:
-        pids = set(executor.map(locked_pid, range(4)))
-        print("rlock pool: ran in children:", parent not in pids)
+        submitted = []
+        submit = executor.submit
+        executor.submit = lambda *a, **k: submitted.append(1) or submit(*a, **k)  # as tqdm does
+        pids = set(executor.map(locked_pid, range(4), chunksize=2))
+        print("rlock pool: ran in children:", parent not in pids, "submits seen:", len(submitted))
     STATE["value"] = 42
     with cf.ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as executor:
         value, pid = executor.submit(read_state).result()
