@@ -171,13 +171,9 @@ PyObject *future_result(PyObject *self, PyObject *args, PyObject *kwargs) {
     bool is_exception = false;
     PyObject *value = wait_for_outcome(self, args, kwargs, "result", &is_exception);
     if (value && is_exception) {
-        // As `if self._exception: raise self._exception`: set_exception() takes any object.
-        int truth = PyObject_IsTrue(value);
-        if (truth <= 0) {
-            Py_DECREF(value);
-            if (truth < 0) return nullptr;
-            Py_RETURN_NONE;  // the result of a future "failed" with a false object
-        }
+        // As `if self._exception is not None: raise self._exception`: set_exception() takes
+        // any object (a false exception is still raised; None means no exception).
+        if (value == Py_None) return value;  // the result of a future "failed" with None
         if (PyExceptionInstance_Check(value)) {
             PyErr_SetRaisedException(value);  // steals
         } else if (PyExceptionClass_Check(value)) {

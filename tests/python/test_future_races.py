@@ -305,12 +305,18 @@ def test_shutdown_lets_a_callbacks_interrupt_out(make_executor):
     assert running.result() == 0.3
 
 
+class FalseyError(Exception):
+    def __bool__(self):
+        return False
+
+
 @pytest.mark.parametrize("stored, raised", [(ValueError, ValueError), ("text", TypeError),
-                                            (ValueError("v"), ValueError), (None, None)])
+                                            (ValueError("v"), ValueError), (None, None),
+                                            (FalseyError(), FalseyError), ("", TypeError)])
 def test_result_raises_what_set_exception_stored(future_type, stored, raised):
     future = future_type()
     future.set_exception(stored)
-    if raised is None:  # a false "exception" is no exception: result() returns None
+    if raised is None:  # None is no exception: result() returns None
         assert future.result() is None
     else:
         with pytest.raises(raised):
