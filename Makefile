@@ -6,7 +6,7 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python demo bench parity realworld clean sanitize sanitize-build
+.PHONY: all bootstrap build test test-cpp test-python stress demo bench parity realworld matrix clean sanitize sanitize-build
 
 all: build
 
@@ -37,6 +37,15 @@ test-python: build
 # at the end.
 test: build sanitize-build
 	@scripts/run-tests
+
+# Futures under load in both thread modes (tests/stress/stress.py): many submitting threads,
+# random cancels, shutdown from another thread, waits without timeout under a watchdog.
+# STRESS_SIZE=small is what make test runs; medium and large are for runs by hand.
+STRESS_SIZE ?= medium
+stress: build
+	@status=0; for mode in gil nogil; do \
+		$(BUILD)/unirun-python --thread-mode=$$mode tests/stress/stress.py --size $(STRESS_SIZE) || status=1; \
+	done; exit $$status
 
 demo: build
 	@examples/run-demo
@@ -90,3 +99,11 @@ parity: build
 # venvs under $(UNIRUN_CACHE)/realworld; writes build/realworld/summary.json.
 realworld: build
 	@$(PYTEST_PYTHON) realworld/run.py
+
+# Every runtime there is: cp313 and cp313t, Debian's python3.11 (cp311), a python3.12 where one
+# is present (cp312), and CPython 3.14 and 3.15 from a Debian sid root (cp314, cp315; built and
+# run inside it). The Python suites and CPython's suites on each (scripts/matrix); writes
+# build/matrix/summary.json. The first run makes the sid root (a few minutes).
+matrix: build
+	@scripts/bootstrap --matrix
+	@$(PYTEST_PYTHON) scripts/matrix

@@ -1,43 +1,77 @@
 """make parity: CPython's own test_concurrent_futures and test_asyncio under unirun-python.
 
-For each thread mode (GIL and free-threaded runtime) and each suite, runs the runtime's own
-`-m test SUITE` under the launcher with compat managed, applying cpython-parity/waivers.toml
-through regrtest's --ignorefile. Then it runs the waived tests alone to find any that pass now,
-lists the suite's test cases to find waivers that match nothing, and writes
-build/parity/summary.json. Exit status 1 if any test failed.
+For each runtime (by default the newest GIL and the newest free-threaded one the launcher has;
+--runtimes names others by tag) and each suite, runs the runtime's own `-m test SUITE` under
+the launcher with compat managed, applying cpython-parity/waivers.toml through regrtest's
+--ignorefile. Then it runs the waived tests alone to find any that pass now, lists the suite's
+test cases to find waivers that match nothing, and writes OUT/summary.json (build/parity by
+default; make matrix runs it once per runtime with its own --launcher and --out). A suite the
+runtime does not ship (its Lib/test lacks it) is reported as missing, not as run. Exit status 1
+if any test failed.
 """
 
 import argparse
+import fnmatch
 import json
+import os
 import pathlib
+import re
 import subprocess
 import sys
+import tomllib
+import xml.etree.ElementTree as ET
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-from conformance import (LAUNCHER, clean_env, junit_outcomes, load_waivers as load_waiver_file,  # noqa: E402
-                         runtimes as list_runtimes, stale_waivers, waiver_matches)
-
+LAUNCHER = ROOT / "build" / "unirun-python"
 OUT = ROOT / "build" / "parity"
 SUITES = ("test_concurrent_futures", "test_asyncio")
 MODES = ("gil", "nogil")
 
 
 def load_waivers():
-    return load_waiver_file(ROOT / "cpython-parity" / "waivers.toml", ("test", "suite", "runtime", "reason"),
-                            ("any", "gil", "nogil"), "runtime")
+    """A waiver's runtime is any, gil, nogil (every runtime of that build) or one runtime tag."""
+    data = tomllib.loads((ROOT / "cpython-parity" / "waivers.toml").read_text())
+    waivers = data.get("waiver", [])
+    for waiver in waivers:
+        missing = {"test", "suite", "runtime", "reason"} - set(waiver)
+        if (missing or not re.fullmatch(r"any|gil|nogil|cp\d+t?", str(waiver["runtime"]))
+                or not waiver["reason"].strip()):
+            sys.exit(f"parity: malformed waiver {waiver}: needs test, suite, runtime "
+                     "(any|gil|nogil|a runtime tag such as cp314), reason")
+    return waivers
 
 
-def regrtest(mode, args, junit=None):
-    command = [str(LAUNCHER), f"--thread-mode={mode}", "--compat=managed", "-m", "test", *args]
+def applies(waiver, runtime):
+    """runtime: an entry of `unirun-python --list-runtimes --json`."""
+    wanted = waiver["runtime"]
+    return (wanted == "any" or wanted == runtime["tag"]
+            or wanted == ("nogil" if runtime["free_threaded"] else "gil"))
+
+
+def regrtest(tag, args, junit=None):
+    command = [str(LAUNCHER), f"--runtime={tag}", "--compat=managed", "-m", "test", *args]
     if junit is not None:
         command += ["--junit-xml", str(junit)]
-    return subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=OUT, timeout=3600)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=OUT, timeout=3600)
 
 
 def junit_cases(path):
     """{test id: "passed" | "failed" | "skipped"} from regrtest's JUnit XML."""
-    return junit_outcomes(path)
+    cases = {}
+    if not path.exists():
+        return cases
+    for case in ET.parse(path).getroot().iter("testcase"):
+        # regrtest writes the whole test id as the name, with no classname
+        classname = case.get("classname")
+        test_id = f"{classname}.{case.get('name')}" if classname else case.get("name")
+        if case.find("failure") is not None or case.find("error") is not None:
+            cases[test_id] = "failed"
+        elif case.find("skipped") is not None:
+            cases[test_id] = "skipped"
+        else:
+            cases[test_id] = "passed"
+    return cases
 
 
 def junit_counts(path):
@@ -47,36 +81,56 @@ def junit_counts(path):
     return len(cases), failed, sum(1 for outcome in cases.values() if outcome == "skipped")
 
 
-def run_suite(mode, suite, waivers, jobs):
-    mine = [w for w in waivers if w["suite"] == suite and w["runtime"] in ("any", mode)]
-    ignore = OUT / f"{mode}-{suite}-ignore.txt"
+def suite_missing(tag, suite):
+    """Why the runtime cannot run `suite` (its Lib/test does not ship it), or None."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
+    probe = subprocess.run([str(LAUNCHER), f"--runtime={tag}", "--compat=off", "-c",
+                            f"import test.{suite}"], capture_output=True, text=True, env=env,
+                           cwd=OUT, timeout=300)
+    if probe.returncode == 0:
+        return None
+    lines = (probe.stderr.strip() or f"exit status {probe.returncode}").splitlines()
+    return f"test.{suite} cannot be imported on {tag}: {lines[-1]}"
+
+
+def run_suite(runtime, suite, waivers, jobs):
+    tag = runtime["tag"]
+    mine = [w for w in waivers if w["suite"] == suite and applies(w, runtime)]
+    missing = suite_missing(tag, suite)
+    if missing is not None:
+        return {"run": 0, "passed": 0, "failed": 0, "failed_tests": [], "skipped": 0,
+                "waived": len(mine), "stale_waivers": [], "unexpected_passes": [], "missing": missing}
+    ignore = OUT / f"{tag}-{suite}-ignore.txt"
     ignore.write_text("".join(w["test"] + "\n" for w in mine))
-    junit = OUT / f"{mode}-{suite}.xml"
+    junit = OUT / f"{tag}-{suite}.xml"
     junit.unlink(missing_ok=True)
     args = [suite, f"-j{jobs}", "--timeout=600"]
     if mine:
         args += ["--ignorefile", str(ignore)]
-    proc = regrtest(mode, args, junit)
-    (OUT / f"{mode}-{suite}.log").write_text(proc.stdout + proc.stderr)
+    proc = regrtest(tag, args, junit)
+    log = OUT / f"{tag}-{suite}.log"
+    log.write_text(proc.stdout + proc.stderr)
     run, failed, skipped = junit_counts(junit)
     if proc.returncode not in (0,) and not failed:
-        failed = [f"{suite} (regrtest exited {proc.returncode}; see build/parity/{mode}-{suite}.log)"]
+        failed = [f"{suite} (regrtest exited {proc.returncode}; see {log})"]
 
     # Waivers that match no test case of this suite.
-    listed = regrtest(mode, [suite, "--list-cases"]).stdout.split()
-    stale = [w["test"] for w in stale_waivers(mine, listed)]
+    listed = regrtest(tag, [suite, "--list-cases"]).stdout.split()
+    stale = [w["test"] for w in mine if not any(fnmatch.fnmatchcase(case, w["test"]) or case == w["test"]
+                                                 for case in listed)]
     # Waived tests that pass now.
     unexpected = []
     live = [w for w in mine if w["test"] not in stale]
     if live:
-        match = OUT / f"{mode}-{suite}-waived.txt"
+        match = OUT / f"{tag}-{suite}-waived.txt"
         match.write_text("".join(w["test"] + "\n" for w in live))
-        waived_junit = OUT / f"{mode}-{suite}-waived.xml"
+        waived_junit = OUT / f"{tag}-{suite}-waived.xml"
         waived_junit.unlink(missing_ok=True)
-        regrtest(mode, [suite, "--matchfile", str(match)], waived_junit)
+        regrtest(tag, [suite, "--matchfile", str(match)], waived_junit)
         outcomes = junit_cases(waived_junit)
         for waiver in live:
-            matched = [o for test, o in outcomes.items() if waiver_matches(waiver["test"], test)]
+            matched = [o for test, o in outcomes.items()
+                       if test == waiver["test"] or fnmatch.fnmatchcase(test, waiver["test"])]
             if matched and all(o == "passed" for o in matched):
                 unexpected.append(waiver["test"])
     return {
@@ -91,25 +145,57 @@ def run_suite(mode, suite, waivers, jobs):
     }
 
 
+def newest(runtimes, free_threaded):
+    """The runtime --thread-mode would pick: the newest of that build, the first on ties."""
+    def key(runtime):
+        return tuple(int(part) for part in re.findall(r"\d+", runtime["version"])[:3])
+
+    candidates = [r for r in runtimes if r["free_threaded"] == free_threaded]
+    return max(candidates, key=key, default=None)
+
+
 def main():
+    global LAUNCHER, OUT
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                        help="the newest runtime of each build (default: both)")
+    parser.add_argument("--runtimes", nargs="+", metavar="TAG", help="these runtimes instead")
     parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=SUITES)
+    parser.add_argument("--launcher", type=pathlib.Path, default=LAUNCHER)
+    parser.add_argument("--out", type=pathlib.Path, default=OUT)
     parser.add_argument("-j", "--jobs", type=int, default=2)
     args = parser.parse_args()
+    LAUNCHER, OUT = args.launcher.resolve(), args.out.resolve()
     OUT.mkdir(parents=True, exist_ok=True)
     waivers = load_waivers()
     summary = {}
-    runtimes = {r["free_threaded"]: r["tag"] for r in list_runtimes()}
-    for mode in args.modes:
-        runtime = runtimes.get(mode == "nogil")
-        if runtime is None:
-            print(f"parity: no {'free-threaded' if mode == 'nogil' else 'GIL'} runtime: skipped")
-            continue
+    registered = json.loads(subprocess.run([str(LAUNCHER), "--list-runtimes", "--json"],
+                                           capture_output=True, text=True, check=True).stdout)
+    chosen = []
+    if args.runtimes:
+        by_tag = {r["tag"]: r for r in registered}
+        for tag in args.runtimes:
+            if tag not in by_tag:
+                sys.exit(f"parity: {LAUNCHER} has no runtime {tag} "
+                         f"(it has: {', '.join(by_tag) or 'none'})")
+            chosen.append(by_tag[tag])
+    else:
+        for mode in args.modes:
+            runtime = newest(registered, mode == "nogil")
+            if runtime is None:
+                print(f"parity: no {'free-threaded' if mode == 'nogil' else 'GIL'} runtime: skipped")
+            else:
+                chosen.append(runtime)
+    for entry in chosen:
+        runtime = entry["tag"]
+        build = "free-threaded" if entry["free_threaded"] else "GIL"
         for suite in args.suites:
-            print(f"parity: {suite} on {runtime} ({mode}) ...", flush=True)
-            result = run_suite(mode, suite, waivers, args.jobs)
+            print(f"parity: {suite} on {runtime} ({build}) ...", flush=True)
+            result = run_suite(entry, suite, waivers, args.jobs)
             summary.setdefault(runtime, {})[suite] = result
+            if "missing" in result:
+                print(f"parity: {suite} on {runtime}: not run, {result['missing']}", flush=True)
+                continue
             print(f"parity: {suite} on {runtime}: run {result['run']}, passed {result['passed']}, "
                   f"failed {result['failed']}, skipped {result['skipped']}, waived {result['waived']}, "
                   f"stale waivers {len(result['stale_waivers'])}, unexpected passes "

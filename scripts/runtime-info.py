@@ -13,8 +13,8 @@ free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 version = "%d.%d.%d" % sys.version_info[:3]
 if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
     sys.exit(f"{sys.executable} has no shared libpython: rebuild it with --enable-shared")
-if sys.version_info < (3, 13):
-    sys.exit(f"{sys.executable} is Python {version}; unirun-python needs 3.13 or newer (the unirun package alone runs on 3.11+)")
+if sys.version_info < (3, 11):
+    sys.exit(f"{sys.executable} is Python {version}; unirun-python needs 3.11 or newer")
 libname = sysconfig.get_config_var("LDLIBRARY")  # e.g. libpython3.13t.so
 # One value a line, in this order (meson.build reads them by position).
 print(sysconfig.get_path("include"))

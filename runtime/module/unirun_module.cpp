@@ -44,7 +44,9 @@ void free_module(void *module) { clear_module(static_cast<PyObject *>(module)); 
 PyModuleDef_Slot slots[] = {
     {Py_mod_exec, reinterpret_cast<void *>(exec_module)},
     // All state is per module object, so each interpreter (with its own GIL, or none) has its own.
+#ifdef Py_mod_multiple_interpreters  // 3.12+
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
 #ifdef Py_GIL_DISABLED
     {Py_mod_gil, Py_MOD_GIL_NOT_USED},
 #endif
@@ -92,6 +94,13 @@ int init_state(PyObject *module, ModuleState *state) {
     if (!(state->pool_type = make_pool_type(module))) return -1;
     if (PyModule_AddObjectRef(module, "Future", state->future_type) < 0) return -1;
     if (PyModule_AddObjectRef(module, "Pool", state->pool_type) < 0) return -1;
+    // Whether Pool("interpreters") exists here, and if not why (python/capi_compat.hpp).
+    if (PyModule_AddObjectRef(module, "OWN_GIL_INTERPRETERS",
+                              own_gil_interpreters_usable() ? Py_True : Py_False) < 0)
+        return -1;
+    if (PyModule_AddStringConstant(module, "OWN_GIL_INTERPRETERS_MISSING",
+                                   own_gil_interpreters_missing()) < 0)
+        return -1;
     if (!(state->work = PyObject_GetAttrString(module, "_work"))) return -1;
     Ref pickle = Ref::steal(PyImport_ImportModule("pickle"));
     if (!pickle) return -1;

@@ -28,7 +28,7 @@ int future_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(f->waiters);
     Py_VISIT(f->callbacks);
     Py_VISIT(f->decoded);
-    return PyObject_VisitManagedDict(self, visit, arg);
+    return unirun_visit_managed_dict(self, visit, arg);
 }
 
 int future_clear(PyObject *self) {
@@ -37,7 +37,7 @@ int future_clear(PyObject *self) {
     Py_CLEAR(f->waiters);
     Py_CLEAR(f->callbacks);
     Py_CLEAR(f->decoded);
-    PyObject_ClearManagedDict(self);
+    unirun_clear_managed_dict(self);
     return 0;
 }
 
@@ -520,6 +520,20 @@ PyObject *make_future_type(PyObject *module) {
     Ref base_module = Ref::steal(PyImport_ImportModule("concurrent.futures._base"));
     Ref base = base_module ? Ref::steal(PyObject_GetAttrString(base_module.get(), "Future")) : Ref();
     if (!base) return nullptr;
+    // This type's fields follow the base's: it must be a plain class whose instance layout is
+    // a header (and before 3.12 one weak reference slot), as concurrent.futures.Future is.
+    if (!PyType_Check(base.get())) {
+        PyErr_SetString(PyExc_TypeError, "concurrent.futures.Future is not a class");
+        return nullptr;
+    }
+    Py_ssize_t base_size = reinterpret_cast<PyTypeObject *>(base.get())->tp_basicsize;
+    if (base_size != static_cast<Py_ssize_t>(offsetof(FutureObject, call))) {
+        PyErr_Format(PyExc_SystemError,
+                     "concurrent.futures.Future's instance layout (%zd bytes) is not the one "
+                     "_unirun.Future extends (%zd bytes)",
+                     base_size, static_cast<Py_ssize_t>(offsetof(FutureObject, call)));
+        return nullptr;
+    }
     return PyType_FromModuleAndSpec(module, &future_spec, base.get());
 }
 

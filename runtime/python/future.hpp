@@ -13,6 +13,11 @@ namespace unirun::python {
 
 struct FutureObject {
     PyObject_HEAD
+#if PY_VERSION_HEX < 0x030C0000
+    // Before 3.12 the weak references of the Python base class live in the object itself,
+    // right after the header: this subclass keeps that layout (make_future_type checks it).
+    PyObject *base_weakrefs;
+#endif
     CallPtr call;          // placement-constructed in tp_new
     PyObject *condition;   // threading.Condition, made when first asked for
     PyObject *waiters;     // list, made when first asked for

@@ -5,6 +5,9 @@
 #include "python/state.hpp"
 
 #include <marshal.h>
+#if PY_VERSION_HEX < 0x030C0000
+#include <structmember.h>  // T_PYSSIZET, READONLY (3.12 names them Py_T_PYSSIZET, Py_READONLY)
+#endif
 
 #include <atomic>
 #include <new>
@@ -29,6 +32,9 @@ struct PoolObject {
     PyObject *interrupt;
     PyObject *initializer;   // called by each worker before its first task, or None
     std::atomic<int> *spawned;
+#if PY_VERSION_HEX < 0x030C0000
+    PyObject *weakrefs;      // 3.11 has no managed weak references
+#endif
 };
 
 PoolObject *as_pool(PyObject *self) { return reinterpret_cast<PoolObject *>(self); }
@@ -83,6 +89,12 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     if (std::string_view(kind) == "threads") {
         pool_kind = PoolKind::Threads;
     } else if (std::string_view(kind) == "interpreters") {
+        if (!own_gil_interpreters_usable()) {
+            PyErr_Format(PyExc_RuntimeError,
+                         "no interpreters pool on this runtime: %s (_unirun.OWN_GIL_INTERPRETERS "
+                         "is False)", own_gil_interpreters_missing());
+            return nullptr;
+        }
         pool_kind = PoolKind::Interpreters;
     } else {
         PyErr_Format(PyExc_ValueError, "Pool kind must be 'threads' or 'interpreters', not %R",
@@ -308,6 +320,16 @@ PyGetSetDef pool_getset[] = {
     {nullptr, nullptr, nullptr, nullptr, nullptr},
 };
 
+#if PY_VERSION_HEX < 0x030C0000
+PyMemberDef pool_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(PoolObject, weakrefs), READONLY, nullptr},
+    {nullptr, 0, 0, 0, nullptr},
+};
+#define UNIRUN_POOL_WEAKREF_FLAG 0
+#else
+#define UNIRUN_POOL_WEAKREF_FLAG Py_TPFLAGS_MANAGED_WEAKREF
+#endif
+
 PyType_Slot pool_slots[] = {
     {Py_tp_new, reinterpret_cast<void *>(pool_new)},
     {Py_tp_dealloc, reinterpret_cast<void *>(pool_dealloc)},
@@ -315,6 +337,9 @@ PyType_Slot pool_slots[] = {
     {Py_tp_clear, reinterpret_cast<void *>(pool_clear)},
     {Py_tp_methods, pool_methods},
     {Py_tp_getset, pool_getset},
+#if PY_VERSION_HEX < 0x030C0000
+    {Py_tp_members, pool_members},
+#endif
     {Py_tp_doc, const_cast<char *>("Pool(kind, max_workers, name_prefix): unirun's scheduler.")},
     {0, nullptr},
 };
@@ -323,7 +348,7 @@ PyType_Spec pool_spec = {
     "_unirun.Pool",
     sizeof(PoolObject),
     0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_MANAGED_WEAKREF,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | UNIRUN_POOL_WEAKREF_FLAG,
     pool_slots,
 };
 
@@ -406,6 +431,7 @@ void work_in_subinterpreter(PoolObject *pool) {
         return;
     }
 
+#if UNIRUN_HAS_OWN_GIL_INTERPRETERS
     PyInterpreterConfig config = {};
     config.use_main_obmalloc = 0;
     config.allow_fork = 0;
@@ -416,6 +442,10 @@ void work_in_subinterpreter(PoolObject *pool) {
     config.gil = PyInterpreterConfig_OWN_GIL;
     PyThreadState *sub = nullptr;
     PyStatus status = Py_NewInterpreterFromConfig(&sub, &config);
+#else  // pool_new refuses the kind; kept whole so the worker loop reads the same everywhere
+    PyThreadState *sub = nullptr;
+    PyStatus status = PyStatus_Error("no own-GIL subinterpreters before Python 3.12");
+#endif
     if (PyStatus_Exception(status)) {  // still attached to home: fail the work, not the process
         context.broken = std::string("cannot create a subinterpreter: ") +
                          (status.err_msg ? status.err_msg : "unknown error");

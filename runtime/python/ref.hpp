@@ -1,6 +1,8 @@
 // Owned Python references and thread-state switches as RAII objects.
 #pragma once
 
+#include "python/capi_compat.hpp"
+
 #include <Python.h>
 
 #include <utility>

@@ -1,6 +1,8 @@
 // Per-interpreter state of the _unirun module (multi-phase init: one copy per interpreter).
 #pragma once
 
+#include "python/capi_compat.hpp"
+
 #include <Python.h>
 
 namespace unirun::python {

@@ -49,8 +49,10 @@ def capabilities() -> Capabilities:
     free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
     gil_check = getattr(sys, "_is_gil_enabled", None)
     gil_enabled = gil_check() if gil_check is not None else True
-    if native is not None:
+    if native is not None and getattr(native, "OWN_GIL_INTERPRETERS", True):
         backend = "unirun"
+    elif native is not None:
+        backend = "none"  # a runtime without own-GIL subinterpreters (3.11), under the launcher
     elif sys.version_info >= (3, 14):
         backend = "stdlib"
     else:

@@ -37,6 +37,7 @@ REASONS = {
     "interpreters-unavailable": "subinterpreter workers are not available here and RuntimeConfig.interpreter_fallback is error",
     "subinterpreter-refused-processes": "--process-pool=interpreters: this task cannot run in a subinterpreter, so it runs in a real process pool",
     "mp-context-processes": "--process-pool=interpreters: the pool was given an explicit mp_context, which only real processes started that way honour, so the whole pool runs on real processes",
+    "no-subinterpreters-processes": "--process-pool=interpreters on a runtime without usable own-GIL subinterpreters (Python 3.11, 3.12 before 3.12.4): the whole pool runs on real processes",
     "initargs-processes": "--process-pool=interpreters: the pool's initializer or initargs cannot be sent to a subinterpreter (they must be inherited by a process), so the whole pool runs on real processes",
 }
 

@@ -260,7 +260,7 @@ def adopt_worker_thread(name):
     ident = threading.get_ident()
     if type(threading._active.get(ident)).__name__ == "_WorkerThread":
         return
-    local = threading._thread_local_info
+    local = getattr(threading, "_thread_local_info", None)  # 3.13+: dummies remove themselves
     if hasattr(local, "_track_dummy_thread_ref"):
         del local._track_dummy_thread_ref  # the dummy leaves _active now, while threading works
 
@@ -269,7 +269,8 @@ def adopt_worker_thread(name):
             threading.Thread.__init__(self, name=name, daemon=threading._daemon_threads_allowed())
             self._started.set()
             self._set_ident()
-            self._handle = threading._make_thread_handle(self._ident)
+            if hasattr(threading, "_make_thread_handle"):  # 3.13+ (3.12 has no handles)
+                self._handle = threading._make_thread_handle(self._ident)
             if threading._HAVE_THREAD_NATIVE_ID:
                 self._set_native_id()
             with threading._active_limbo_lock:

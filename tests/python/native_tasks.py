@@ -41,13 +41,11 @@ def thread_name():
 
 
 def interpreter_id():
-    import _interpreters
-
-    return _interpreters.get_current()[0]
+    return _interpreter_id()
 
 
 def gil_enabled():
-    return sys._is_gil_enabled()
+    return getattr(sys, "_is_gil_enabled", lambda: True)()  # 3.13+; before, always on
 
 
 def wait_at(barrier_or_event, timeout=60):
@@ -111,9 +109,13 @@ def fresh_list(n):
 
 def _interpreter_id():
     try:
-        import _interpreters
-    except ImportError:  # plain python before 3.13: one interpreter
-        return 0
+        import _interpreters  # 3.13+
+    except ImportError:
+        try:
+            import _xxsubinterpreters  # 3.12: the same module, under its provisional name
+        except ImportError:  # 3.11 has no subinterpreters to tell apart
+            return 0
+        return int(_xxsubinterpreters.get_current())
     return _interpreters.get_current()[0]
 
 

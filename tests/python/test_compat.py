@@ -13,6 +13,7 @@ import textwrap
 import pytest
 
 import unirun.compat
+from runtime_support import NATIVE_INTERPRETERS, needs_native_interpreters
 
 UNDER_LAUNCHER = unirun.capabilities().under_launcher
 needs_launcher = pytest.mark.skipif(not UNDER_LAUNCHER, reason="compat runs only under unirun-python")
@@ -92,6 +93,7 @@ def test_reload_keeps_the_substitution_consistent():
 
 
 @needs_launcher
+@needs_native_interpreters
 def test_interpreter_pool_executor_on_313(tmp_path):
     out = run("""
         import concurrent.futures as cf, operator
@@ -107,9 +109,12 @@ def test_compat_off_is_the_pure_standard_library():
         import concurrent.futures as cf, unirun.compat as compat
         print(cf.ThreadPoolExecutor.__module__, hasattr(cf, "InterpreterPoolExecutor"), compat.status()["mode"])
     """
-    assert run(source, "--compat=off").split() == ["concurrent.futures.thread", "False", "off"]
-    assert run(source, env={"UNIRUN_COMPAT": "off"}).split() == ["concurrent.futures.thread", "False", "off"]
-    assert run(source).split() == ["unirun.compat.thread_pool", "True", "managed"]
+    stdlib_has_it = str(sys.version_info >= (3, 14))  # 3.14's stdlib has InterpreterPoolExecutor
+    assert run(source, "--compat=off").split() == ["concurrent.futures.thread", stdlib_has_it, "off"]
+    assert run(source, env={"UNIRUN_COMPAT": "off"}).split() == ["concurrent.futures.thread", stdlib_has_it, "off"]
+    # InterpreterPoolExecutor where unirun's interpreter workers serve it (or 3.14's stdlib has one)
+    offered = str(NATIVE_INTERPRETERS or sys.version_info >= (3, 14))
+    assert run(source).split() == ["unirun.compat.thread_pool", offered, "managed"]
 
 
 @needs_launcher
@@ -193,6 +198,7 @@ def test_interpreter_process_pool_running_cancel_and_dying_worker_as_stdlib():
 
 
 @needs_launcher
+@needs_native_interpreters
 def test_interpreter_process_pool_falls_back_where_only_processes_serve():
     pytest.importorskip("_testsinglephase", reason="the runtime was built without test modules")
     expected, got = run_both("process_pool_fallbacks.py", "--process-pool=interpreters",

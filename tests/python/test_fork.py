@@ -16,6 +16,10 @@ import pytest
 
 pytest.importorskip("_unirun", reason="interpreter workers need unirun-python")
 
+from runtime_support import needs_native_interpreters  # noqa: E402
+
+pytestmark = needs_native_interpreters
+
 SCENARIO = """
 import concurrent.futures as cf, multiprocessing as mp, os, warnings
 import native_tasks as tasks

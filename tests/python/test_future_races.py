@@ -14,6 +14,7 @@ import threading
 import pytest
 
 import native_tasks as tasks
+from runtime_support import needs_native_interpreters
 
 try:
     import _unirun
@@ -34,7 +35,8 @@ def _executor_factories():
 EXECUTORS = _executor_factories()
 
 
-@pytest.fixture(params=sorted(EXECUTORS))
+@pytest.fixture(params=[pytest.param(name, marks=needs_native_interpreters)
+                        if name == "interpreters" else name for name in sorted(EXECUTORS)])
 def make_executor(request):
     return EXECUTORS[request.param]
 
@@ -111,6 +113,7 @@ def test_wait_sees_futures_cancelled_by_shutdown(make_executor):
 
 # --- 2. callbacks and waiters of a future run in the interpreter that owns it ----------------
 
+@needs_native_interpreters
 @pytest.mark.parametrize("how", ["manual", "cancel", "thread-pool"])
 def test_callbacks_run_in_the_owner_interpreter(tmp_path, how):
     if _unirun is None:

@@ -20,12 +20,18 @@ import pytest
 _unirun = pytest.importorskip("_unirun", reason="needs unirun-python (the _unirun built-in module)")
 
 import native_tasks as tasks  # noqa: E402
+from runtime_support import needs_native_interpreters  # noqa: E402
 from unirun._executors import InterpreterExecutor, ThreadExecutor  # noqa: E402
 
 FLAVORS = {"threads": ThreadExecutor, "interpreters": InterpreterExecutor}
 
 
-@pytest.fixture(scope="module", params=sorted(FLAVORS))
+def _flavor_params(names):
+    return [pytest.param(name, marks=needs_native_interpreters) if name == "interpreters" else name
+            for name in names]
+
+
+@pytest.fixture(scope="module", params=_flavor_params(sorted(FLAVORS)))
 def flavor(request):
     return request.param
 
@@ -218,11 +224,12 @@ def test_threads_share_memory_and_run_concurrently():
 
 def test_thread_workers_keep_the_gil_state_of_the_runtime():
     with ThreadExecutor(2) as ex:
-        assert ex.submit(tasks.gil_enabled).result() == sys._is_gil_enabled()
+        assert ex.submit(tasks.gil_enabled).result() == tasks.gil_enabled()
 
 
 # --- interpreter workers -------------------------------------------------------------------
 
+@needs_native_interpreters
 def test_interpreter_workers_are_other_interpreters():
     with InterpreterExecutor(2) as ex:
         ids = {ex.submit(tasks.interpreter_id).result() for _ in range(20)}
@@ -230,6 +237,7 @@ def test_interpreter_workers_are_other_interpreters():
     assert len(ids) <= 2
 
 
+@needs_native_interpreters
 def test_large_results_and_arguments():
     size = 64 * 1024 * 1024
     with InterpreterExecutor(1) as ex:
@@ -237,6 +245,7 @@ def test_large_results_and_arguments():
         assert ex.submit(tasks.length, b"x" * size).result() == size
 
 
+@needs_native_interpreters
 def test_values_round_trip_exactly():
     values = [None, True, 0, -(2**100), 1.5, 2j, "text", b"bytes", (1, "a"), [1, [2]], {"k": {1, 2}},
               frozenset({3}), cf.TimeoutError("t").args]
@@ -246,6 +255,7 @@ def test_values_round_trip_exactly():
             assert result == value and type(result) is type(value)
 
 
+@needs_native_interpreters
 def test_unpicklable_callable_or_argument_fails_at_submit():
     with InterpreterExecutor(1) as ex:
         with pytest.raises(TypeError, match="callable <function .*<lambda>.* threads flavor"):
@@ -257,6 +267,7 @@ def test_unpicklable_callable_or_argument_fails_at_submit():
         assert ex.stats()["submitted"] == 0
 
 
+@needs_native_interpreters
 def test_unpicklable_result_and_exception():
     with InterpreterExecutor(1) as ex:
         with pytest.raises(TypeError, match="cannot be sent back"):
@@ -268,6 +279,7 @@ def test_unpicklable_result_and_exception():
         assert "raise_unpicklable" in str(info.value.__cause__)
 
 
+@needs_native_interpreters
 def test_module_that_refuses_subinterpreters():
     pytest.importorskip("_testsinglephase", reason="the runtime was built without test modules")
     with InterpreterExecutor(1) as ex:
@@ -277,8 +289,8 @@ def test_module_that_refuses_subinterpreters():
     assert "_testsinglephase" in message and "threads or processes flavor" in message
 
 
-@pytest.mark.parametrize("outer", ["threads", "interpreters"])
-@pytest.mark.parametrize("inner", ["threads", "interpreters"])
+@pytest.mark.parametrize("outer", _flavor_params(["threads", "interpreters"]))
+@pytest.mark.parametrize("inner", _flavor_params(["threads", "interpreters"]))
 def test_executors_inside_tasks_and_side_by_side(outer, inner):
     with FLAVORS[outer](2) as ex, ThreadExecutor(2) as other:
         futures = [ex.submit(tasks.nested_executor, inner, 20) for _ in range(3)]
@@ -311,6 +323,7 @@ MAIN_PROGRAM = """
 """
 
 
+@needs_native_interpreters
 def test_functions_defined_in_main_script(tmp_path):
     proc = run_program(MAIN_PROGRAM, tmp_path=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -320,6 +333,7 @@ def test_functions_defined_in_main_script(tmp_path):
     assert 1 <= proc.stderr.count("as __mp_main__") <= 2
 
 
+@needs_native_interpreters
 def test_functions_defined_in_a_main_module(tmp_path):
     (tmp_path / "mainmod.py").write_text(textwrap.dedent(MAIN_PROGRAM))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
@@ -348,6 +362,7 @@ def test_pending_work_finishes_at_exit(tmp_path, flavor):
     assert proc.stderr == ""
 
 
+@needs_native_interpreters
 def test_threading_inside_interpreter_workers_exits_cleanly(tmp_path):
     program = f"""
         import sys
@@ -366,9 +381,10 @@ def test_threading_inside_interpreter_workers_exits_cleanly(tmp_path):
     assert proc.stderr == ""  # nothing "ignored" while the subinterpreters are torn down
 
 
+@needs_native_interpreters
 def test_interpreter_workers_on_the_free_threaded_build_keep_the_gil_off():
     with InterpreterExecutor(1) as ex:
-        assert ex.submit(tasks.gil_enabled).result() == sys._is_gil_enabled()
+        assert ex.submit(tasks.gil_enabled).result() == tasks.gil_enabled()
 
 
 # --- the Future type itself -------------------------------------------------------------

@@ -201,7 +201,9 @@ def test_capabilities_describe_this_process():
     assert caps.gil_enabled == getattr(sys, "_is_gil_enabled", lambda: True)()
     assert caps.under_launcher == ("_unirun" in sys.builtin_module_names)
     assert caps.cpu_count >= 1
-    assert caps.own_gil_interpreters == (caps.under_launcher or sys.version_info >= (3, 14))
+    # unirun's interpreter workers need usable own-GIL subinterpreters (3.13+, 3.12.4+)
+    native = caps.under_launcher and getattr(sys.modules.get("_unirun"), "OWN_GIL_INTERPRETERS", True)
+    assert caps.own_gil_interpreters == (native or sys.version_info >= (3, 14))
     json.dumps(caps.as_dict())
 
 

@@ -45,6 +45,15 @@ def _loading(name):
     return module is not None and not getattr(module, "_ready", False)
 
 
+def interpreters_available():
+    """Whether this runtime has unirun's own-GIL subinterpreter workers (Python 3.13+, 3.12.4+).
+    Without them compat offers no InterpreterPoolExecutor (plain 3.11 and 3.12 have none) and
+    --process-pool=interpreters runs every pool on real processes (traced)."""
+    import _unirun
+
+    return getattr(_unirun, "OWN_GIL_INTERPRETERS", True)
+
+
 def _patch_thread(module):
     if _loading("thread_pool"):
         return
@@ -70,7 +79,7 @@ def _patch_package(module):
     original = module.__dict__.get("__getattr__")
 
     def __getattr__(name):
-        if name == "InterpreterPoolExecutor":
+        if name == "InterpreterPoolExecutor" and interpreters_available():
             from .interpreter_pool import InterpreterPoolExecutor
 
             return InterpreterPoolExecutor
@@ -230,6 +239,14 @@ def status() -> dict:
                     "unirun native interpreters, falling back to processes per task"
                     if _state["process_pool"] == "interpreters" else "standard library"),
             }
+            if not interpreters_available():
+                import _unirun
+
+                missing = _unirun.OWN_GIL_INTERPRETERS_MISSING
+                substituted["concurrent.futures.InterpreterPoolExecutor"] = f"none: {missing}"
+                if _state["process_pool"] == "interpreters":
+                    substituted["concurrent.futures.ProcessPoolExecutor"] = (
+                        f"standard library, traced: {missing}")
         return {
             "mode": _state["mode"],
             "process_pool": _state["process_pool"],

@@ -69,6 +69,8 @@ def _announce_fallback(fn, exc):
 
 def _needs_real_processes(mp_context, initializer, initargs):
     """(reason code, text) when only real processes can honour the pool's configuration."""
+    if not getattr(_unirun, "OWN_GIL_INTERPRETERS", True):
+        return ("no-subinterpreters-processes", _unirun.OWN_GIL_INTERPRETERS_MISSING)
     if mp_context is not None:
         method = getattr(mp_context, "get_start_method", lambda: "?")()
         return ("mp-context-processes",
