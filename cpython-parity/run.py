@@ -11,17 +11,18 @@ if any test failed.
 """
 
 import argparse
-import fnmatch
 import json
-import os
 import pathlib
 import re
 import subprocess
 import sys
 import tomllib
-import xml.etree.ElementTree as ET
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from conformance import (clean_env, junit_outcomes, newest, runtimes as list_runtimes,  # noqa: E402
+                         stale_waivers, waiver_matches)
+
 LAUNCHER = ROOT / "build" / "unirun-python"
 OUT = ROOT / "build" / "parity"
 SUITES = ("test_concurrent_futures", "test_asyncio")
@@ -52,26 +53,12 @@ def regrtest(tag, args, junit=None):
     command = [str(LAUNCHER), f"--runtime={tag}", "--compat=managed", "-m", "test", *args]
     if junit is not None:
         command += ["--junit-xml", str(junit)]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
-    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=OUT, timeout=3600)
+    return subprocess.run(command, capture_output=True, text=True, env=clean_env(), cwd=OUT, timeout=3600)
 
 
 def junit_cases(path):
     """{test id: "passed" | "failed" | "skipped"} from regrtest's JUnit XML."""
-    cases = {}
-    if not path.exists():
-        return cases
-    for case in ET.parse(path).getroot().iter("testcase"):
-        # regrtest writes the whole test id as the name, with no classname
-        classname = case.get("classname")
-        test_id = f"{classname}.{case.get('name')}" if classname else case.get("name")
-        if case.find("failure") is not None or case.find("error") is not None:
-            cases[test_id] = "failed"
-        elif case.find("skipped") is not None:
-            cases[test_id] = "skipped"
-        else:
-            cases[test_id] = "passed"
-    return cases
+    return junit_outcomes(path)
 
 
 def junit_counts(path):
@@ -83,9 +70,8 @@ def junit_counts(path):
 
 def suite_missing(tag, suite):
     """Why the runtime cannot run `suite` (its Lib/test does not ship it), or None."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("UNIRUN_", "PYTHON"))}
     probe = subprocess.run([str(LAUNCHER), f"--runtime={tag}", "--compat=off", "-c",
-                            f"import test.{suite}"], capture_output=True, text=True, env=env,
+                            f"import test.{suite}"], capture_output=True, text=True, env=clean_env(),
                            cwd=OUT, timeout=300)
     if probe.returncode == 0:
         return None
@@ -116,8 +102,7 @@ def run_suite(runtime, suite, waivers, jobs):
 
     # Waivers that match no test case of this suite.
     listed = regrtest(tag, [suite, "--list-cases"]).stdout.split()
-    stale = [w["test"] for w in mine if not any(fnmatch.fnmatchcase(case, w["test"]) or case == w["test"]
-                                                 for case in listed)]
+    stale = [w["test"] for w in stale_waivers(mine, listed)]
     # Waived tests that pass now.
     unexpected = []
     live = [w for w in mine if w["test"] not in stale]
@@ -129,8 +114,7 @@ def run_suite(runtime, suite, waivers, jobs):
         regrtest(tag, [suite, "--matchfile", str(match)], waived_junit)
         outcomes = junit_cases(waived_junit)
         for waiver in live:
-            matched = [o for test, o in outcomes.items()
-                       if test == waiver["test"] or fnmatch.fnmatchcase(test, waiver["test"])]
+            matched = [o for test, o in outcomes.items() if waiver_matches(waiver["test"], test)]
             if matched and all(o == "passed" for o in matched):
                 unexpected.append(waiver["test"])
     return {
@@ -143,15 +127,6 @@ def run_suite(runtime, suite, waivers, jobs):
         "stale_waivers": stale,
         "unexpected_passes": unexpected,
     }
-
-
-def newest(runtimes, free_threaded):
-    """The runtime --thread-mode would pick: the newest of that build, the first on ties."""
-    def key(runtime):
-        return tuple(int(part) for part in re.findall(r"\d+", runtime["version"])[:3])
-
-    candidates = [r for r in runtimes if r["free_threaded"] == free_threaded]
-    return max(candidates, key=key, default=None)
 
 
 def main():
@@ -169,8 +144,7 @@ def main():
     OUT.mkdir(parents=True, exist_ok=True)
     waivers = load_waivers()
     summary = {}
-    registered = json.loads(subprocess.run([str(LAUNCHER), "--list-runtimes", "--json"],
-                                           capture_output=True, text=True, check=True).stdout)
+    registered = list_runtimes(LAUNCHER)
     chosen = []
     if args.runtimes:
         by_tag = {r["tag"]: r for r in registered}

@@ -6,6 +6,7 @@ import fnmatch
 import json
 import os
 import pathlib
+import re
 import subprocess
 import tomllib
 import xml.etree.ElementTree as ET
@@ -24,14 +25,19 @@ def runtimes(launcher=LAUNCHER):
     return json.loads(listing)
 
 
+def newest(registered, free_threaded):
+    """The runtime --thread-mode would pick from `registered`: the newest of that build, the first
+    in the manifest among equals (docs/launcher.md); None if there is none."""
+    def key(runtime):
+        return tuple(int(part) for part in re.findall(r"\d+", runtime["version"])[:3])
+
+    candidates = [r for r in registered if r["free_threaded"] == free_threaded]
+    return max(candidates, key=key, default=None)
+
+
 def runtime_for(mode, launcher=LAUNCHER):
-    """The runtime --thread-mode=MODE (gil | nogil) picks: the newest of that build, first in the
-    manifest among equals (docs/launcher.md); None if there is none."""
-    candidates = [r for r in runtimes(launcher) if r["free_threaded"] == (mode == "nogil")]
-    if not candidates:
-        return None
-    newest = max(tuple(map(int, r["version"].split(".")[:3])) for r in candidates)
-    return next(r for r in candidates if tuple(map(int, r["version"].split(".")[:3])) == newest)
+    """The runtime --thread-mode=MODE (gil | nogil) picks, or None."""
+    return newest(runtimes(launcher), mode == "nogil")
 
 
 def clean_env(**extra):
@@ -43,7 +49,8 @@ def clean_env(**extra):
 
 def junit_outcomes(path, test_id=None):
     """{test id: "passed" | "failed" | "skipped" | "xfailed"} from a JUnit XML report; {} if
-    there is none. test_id(testcase element) names a case; by default "classname.name"."""
+    there is none. test_id(testcase element) names a case; by default "classname.name", or the
+    name alone where there is no classname (regrtest writes the whole test id as the name)."""
     outcomes = {}
     if not path.exists():
         return outcomes
@@ -52,7 +59,11 @@ def junit_outcomes(path, test_id=None):
     except ET.ParseError:
         return outcomes
     for case in root.iter("testcase"):
-        key = test_id(case) if test_id else f"{case.get('classname')}.{case.get('name')}"
+        if test_id is not None:
+            key = test_id(case)
+        else:
+            classname = case.get("classname")
+            key = f"{classname}.{case.get('name')}" if classname else case.get("name")
         if case.find("failure") is not None or case.find("error") is not None:
             outcome = "failed"
         elif (skipped := case.find("skipped")) is not None:
