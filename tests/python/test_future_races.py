@@ -314,6 +314,9 @@ class FalseyError(Exception):
                                             (ValueError("v"), ValueError), (None, None),
                                             (FalseyError(), FalseyError), ("", TypeError)])
 def test_result_raises_what_set_exception_stored(future_type, stored, raised):
+    if sys.version_info < (3, 13) and stored is not None and not stored:
+        pytest.skip("before 3.13 the stdlib's result() skips a false exception "
+                    "(`if self._exception:`); 3.13 raises it, as unirun does")
     future = future_type()
     future.set_exception(stored)
     if raised is None:  # None is no exception: result() returns None
