@@ -104,6 +104,7 @@ realworld: build
 # is present (cp312), and CPython 3.14 and 3.15 from a Debian sid root (cp314, cp315; built and
 # run inside it). The Python suites and CPython's suites on each (scripts/matrix); writes
 # build/matrix/summary.json. The first run makes the sid root (a few minutes).
+# MATRIX_FLAGS: scripts/matrix's options, e.g. --runtimes cp314 cp315, or --skip-cached (CI).
 matrix: build
 	@scripts/bootstrap --matrix
-	@$(PYTEST_PYTHON) scripts/matrix
+	@$(PYTEST_PYTHON) scripts/matrix $(MATRIX_FLAGS)
