@@ -10,15 +10,17 @@ and on which thread, and what wait()/as_completed() running on other threads ret
 - races (run_races, an exhaustive loop: races do not replay): two threads doing two of
   set_result/set_exception/cancel/set_running_or_notify_cancel on one future at once must
   leave what one of the two serial orders leaves on a standard future.
+- reads (run_reads, a loop for the same reason): several threads reading an executor future's
+  outcome at once all get one object.
 - ExecutorMachine (flavors threads, compat, interpreters): futures of ThreadExecutor,
   unirun.compat's ThreadPoolExecutor and InterpreterExecutor against the standard
   ThreadPoolExecutor running the same program: gated tasks, cancels, done-callbacks (some
-  submitting follow-up work), result reads from several threads, wait()/as_completed()
-  from other threads, shutdowns (also from another thread, with cancel_futures).
+  submitting follow-up work), reads, wait()/as_completed() from other threads, shutdowns
+  (also from another thread, with cancel_futures), futures made inside interpreter tasks.
 
 Run one machine per process (a crash must not take the other machines with it):
     unirun-python -c "import future_oracle; future_oracle.main()" MACHINE
-where MACHINE is manual, races, threads, compat or interpreters.
+where MACHINE is manual, races, reads, threads, compat or interpreters.
 tests/python/test_future_oracle.py does that for every machine.
 
 Nothing asserts timing. Executor calls are held by pipes until the test releases them, so
@@ -49,8 +51,9 @@ UNIRUN_ORACLE_STEPS (a file that gets each step before it runs: what to read aft
 UNIRUN_ORACLE_SELF_TEST=1 (the standard library on both sides: shows the test itself is sound),
 UNIRUN_ORACLE_WITHOUT (comma-separated operation kinds to leave out, to look past a known
 failure: inner (interpreter-side futures in a task), raise_base (callbacks raising a
-BaseException), notify_cancelled, followup, huge (timeouts past threading.TIMEOUT_MAX), and any
-callback or task kind), UNIRUN_ORACLE_ROUNDS (races per pair of operations).
+BaseException), notify_cancelled, followup, huge (timeouts past threading.TIMEOUT_MAX), any
+callback or task kind, and any rule by name, e.g. as_completed_on_other_thread),
+UNIRUN_ORACLE_ROUNDS (races per pair of operations).
 """
 
 import concurrent.futures as cf
@@ -87,6 +90,7 @@ PENDING, RUNNING, FINISHED = _base.PENDING, _base.RUNNING, _base.FINISHED
 CANCELLED, NOTIFIED = _base.CANCELLED, _base.CANCELLED_AND_NOTIFIED
 ENDED = (NOTIFIED, FINISHED)  # what wait() and as_completed() count as done
 SIDES = ("std", "uni")
+FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
 # The self-test: the standard library on both sides. Any failure then is the test's own fault.
 SELF_TEST = os.environ.get("UNIRUN_ORACLE_SELF_TEST") == "1"
 UniFuture = cf.Future if SELF_TEST else _unirun.Future
@@ -249,6 +253,44 @@ def in_thread(fn, *args):
     return thread
 
 
+def run_together(functions, error):
+    """Call each function on its own thread, released as close together as the runtime allows:
+    spinning on a free-threaded build, a barrier and a 1 µs switch interval with the GIL (where
+    threads interleave only when switched). Their return values, or `error` raised on a hang."""
+    n = len(functions)
+    arrived = [False] * n
+    barrier = threading.Barrier(n, timeout=HANG)
+    results = [None] * n
+    deadline = time.monotonic() + HANG
+
+    def run(i):
+        if FREE_THREADED:
+            arrived[i] = True
+            spins = 0
+            while not all(arrived):
+                spins += 1
+                if spins > 1000:
+                    time.sleep(0)
+                    if time.monotonic() > deadline:
+                        return
+        else:
+            barrier.wait()
+        results[i] = (functions[i](),)
+
+    interval = sys.getswitchinterval()
+    if not FREE_THREADED:
+        sys.setswitchinterval(1e-6)
+    try:
+        threads = [in_thread(run, i) for i in range(n)]
+        for thread in threads:
+            join(thread, guard() * 2, error)
+    finally:
+        sys.setswitchinterval(interval)
+    if None in results:
+        raise error
+    return [r[0] for r in results]
+
+
 # --- step log (for crashes, which Hypothesis cannot report) ------------------------------------
 
 _steps = None
@@ -272,6 +314,8 @@ def step(fn):
 
     @functools.wraps(fn)
     def wrapper(self, **kwargs):
+        if fn.__name__ in WITHOUT:  # left out by UNIRUN_ORACLE_WITHOUT: a step that does nothing
+            return None
         log_step(f"{fn.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k != 'data')})")
         try:
             result = fn(self, **kwargs)
@@ -333,6 +377,7 @@ class Waiter:
             setattr(waiter, what, heard)
 
     def start(self):
+        self.initially_ended = {label for label, f in zip(self.labels, self.futures["std"]) if f._state in ENDED}
         for side in SIDES:
             fs = self.futures[side]
             before = {id(w) for f in fs for w in f._waiters}
@@ -377,9 +422,10 @@ class Waiter:
                 if not condition.acquire(timeout=guard()):
                     raise Hang(f"{self}: the condition of a future on {side} stayed locked")
                 condition.release()
-        if self.told["std"] != self.told["uni"]:
-            raise WaiterMismatch(f"{self}: the standard futures told their waiter {self.told['std']}, "
-                                 f"unirun's told theirs {self.told['uni']}")
+        told = {side: self.until_it_fires(self.told[side]) for side in SIDES}
+        if told["std"] != told["uni"]:
+            raise WaiterMismatch(f"{self}: the standard futures told their waiter {told['std']}, "
+                                 f"unirun's told theirs {told['uni']}")
         fires, yielded = self.expected()
         if self.kind == "as_completed":
             for side in SIDES:
@@ -401,9 +447,34 @@ class Waiter:
         join(self.threads["uni"], guard(), Hang(f"{self} did not return on unirun, the standard "
                                                 f"one returned {self.out['std'].get('result')}"))
         self.finished = True
-        if self.out["std"]["result"] != self.out["uni"]["result"]:
-            raise WaiterMismatch(f"{self}: stdlib returned {self.out['std']['result']}, "
-                                 f"unirun {self.out['uni']['result']}")
+        results = {side: self.out[side]["result"] for side in SIDES}
+        if self.kind == "as_completed" or any(r[0] == "raised" for r in results.values()):
+            if results["std"] != results["uni"]:
+                raise WaiterMismatch(f"{self}: stdlib returned {results['std']}, unirun {results['uni']}")
+            return
+        # What wait() returns as done: what had ended when it was called, what fired it, and
+        # whatever else ended before its thread took its waiter off the futures: in this step
+        # that is a race, in the standard library too.
+        lower = self.initially_ended | {label for _, label in told["std"]}
+        upper = {label for label, f in zip(self.labels, self.futures["std"]) if f._state in ENDED}
+        for side in SIDES:
+            done, not_done = map(set, results[side])
+            if not lower <= done <= upper or not_done != set(self.labels) - done:
+                error = HarnessError if side == "std" else WaiterMismatch
+                raise error(f"{self} on {side} returned done={sorted(done)}, not_done={sorted(not_done)}; "
+                            f"done must hold {sorted(lower)} and only futures that ended, {sorted(upper)}")
+
+    def until_it_fires(self, told):
+        """What the waiter was told up to the notification that makes a wait() return: after
+        that its thread takes it off the futures, so whether it hears more is a race."""
+        if self.kind != "wait":
+            return told
+        pending = len(self.labels) - len(self.initially_ended)
+        for i, (what, _) in enumerate(told):
+            if (self.return_when == cf.FIRST_COMPLETED or i + 1 >= pending
+                    or self.return_when == cf.FIRST_EXCEPTION and what == "add_exception"):
+                return told[:i + 1]
+        return told
 
 
 # --- shared machinery ------------------------------------------------------------------------------
@@ -474,7 +545,10 @@ class OracleMachine(RuleBasedStateMachine):
             entry = [cb_id, item.label, kind, future._state, future.done(), future.cancelled(),
                      threading.current_thread() is MAIN]
             if kind == "read":
-                entry.append(self.read(side, item, "result"))
+                try:
+                    entry.append(self.read(side, item, "result"))
+                except IdentityMismatch as exc:  # raised in a callback it would only be logged
+                    entry.append(("IdentityMismatch", str(exc)))
             elif kind == "followup":
                 entry.append(self.followup(side, item))
             records.append(tuple(entry))
@@ -724,10 +798,24 @@ def race_side(make, ops, watched, rounds):
             future.add_done_callback(lambda f, count=count: count.__setitem__(0, count[0] + 1))
     returns = [[None, None] for _ in range(rounds)]
     barrier = threading.Barrier(2, timeout=HANG)
+    ready = [[False, False] for _ in range(rounds)]
+    deadline = time.monotonic() + HANG * 2
 
     def racer(i):
         for r in range(rounds):
-            barrier.wait()
+            if FREE_THREADED:
+                # Both threads spin until the other arrives: they leave within a few loop
+                # iterations of each other, so the two operations really overlap.
+                ready[r][i] = True
+                spins = 0
+                while not ready[r][1 - i]:
+                    spins += 1
+                    if spins > 1000:  # the other thread is not running: let it
+                        time.sleep(0)
+                        if time.monotonic() > deadline:
+                            return
+            else:
+                barrier.wait()  # with the GIL a spinning thread would hold it for 5 ms
             returns[r][i] = attempt(race_apply, futures[r], ops[i], mines[r]["ab"[i]])
 
     threads = [in_thread(racer, 0), in_thread(racer, 1)]
@@ -747,6 +835,10 @@ def run_races(rounds):
     logger = logging.getLogger("concurrent.futures")
     logger.handlers = [logging.NullHandler()]  # the "unexpected state" lines of the serial runs
     logger.propagate = False
+    if not FREE_THREADED:
+        # With the GIL, two operations interleave only where the running thread is switched
+        # out: switch far more often than every 5 ms, so that they do.
+        sys.setswitchinterval(1e-6)
     failures = []
     for ops in itertools.product(RACE_OPS, repeat=2):
         for watched in (False, True):
@@ -761,6 +853,39 @@ def run_races(rounds):
                                     f"gives: {dict(bad)}; serial orders give {sorted(serial, key=repr)}")
     if failures:
         raise RaceMismatch("\n".join(failures))
+
+
+# --- reads: several threads read one outcome at once ---------------------------------------------
+
+
+def run_reads(rounds):
+    """For each executor (and the standard pool), `rounds` calls that return a value and as many
+    that raise; once each has ended, 2-4 threads read it at once (its first read, which for an
+    interpreter call decodes the outcome), then once more: every read gives one and the same
+    object, as the standard library's do. Not reproducible, so a loop, not a Hypothesis search."""
+    failures = []
+    for name, make in (("std", StdThreadPool), *(() if SELF_TEST else tuple(FLAVORS.items()))):
+        with make(2) as executor:
+            futures = [executor.submit(oracle_tasks.finish, f"{kind}{i}", kind)
+                       for i in range(rounds) for kind in ("value", "raise")]
+            cf.wait(futures, timeout=WAIT_TIMEOUT)
+            differ = Counter()
+            for i, future in enumerate(futures):
+                how = ("result", "exception")[i // 2 % 2]
+                readers = 2 + i % 3
+                outs = run_together([functools.partial(attempt, getattr(future, how), timeout=0)] * readers,
+                                    Hang(f"{readers} threads reading a future of {name} did not finish"))
+                outs.append(attempt(future.result, timeout=0))
+                objects = [value for _, value in outs if value is not None]
+                if any(obj is not objects[0] for obj in objects):
+                    differ[(future.exception(timeout=0) is None and "value" or "exception", how)] += 1
+            if differ:
+                who = "HARNESS ERROR: the standard library" if name == "std" else name
+                failures.append(f"{who}: after concurrent first reads, some futures gave several objects: "
+                                f"{dict(differ)} (of {rounds} futures each)")
+    if failures:
+        raise IdentityMismatch("\n".join(failures))
+
 
 # --- executor futures ------------------------------------------------------------------------------
 
@@ -1030,36 +1155,6 @@ class ExecutorMachine(OracleMachine):
         self.compare(f"{task}.{how}(timeout={timeout})", outcomes)
 
     @precondition(lambda self: self.all_tasks)
-    @rule(data=st.data(), readers=st.integers(2, 4), how=st.sampled_from(["result", "exception"]))
-    @step
-    def read_from_threads(self, data, readers, how):
-        """Several threads read one future at once: all get the same object."""
-        task = self.pick(data, self.by_status("finished", "running", "queued", "cancelled"))
-        outcomes = {}
-        for side in SIDES:
-            barrier = threading.Barrier(readers, timeout=HANG)
-            box = []
-
-            def reader():
-                barrier.wait()
-                box.append(attempt(getattr(task.futures[side], how), timeout=0))
-
-            threads = [in_thread(reader) for _ in range(readers)]
-            for thread in threads:
-                join(thread, guard() * 2, Hang(f"{readers} threads reading {task} on {side} did not finish"))
-            if len(box) != readers:
-                raise Hang(f"{readers} threads reading {task} on {side}: a reader did not finish")
-            objects = [value for how_, value in box if how_ == "returned" and value is not None] + \
-                [value for how_, value in box if how_ == "raised" and isinstance(value, oracle_tasks.OracleTaskError)]
-            if any(obj is not objects[0] for obj in objects):
-                raise IdentityMismatch(f"{readers} threads reading {task}.{how}() on {side} got "
-                                       f"{len({id(o) for o in objects})} different objects")
-            for obj in objects[:1]:
-                self.check_identity(side, task, obj)
-            outcomes[side] = sorted({describe(o) for o in box}, key=repr)
-        self.compare(f"{task}.{how}() from {readers} threads", outcomes)
-
-    @precondition(lambda self: self.all_tasks)
     @rule(data=st.data(), return_when=st.sampled_from([cf.ALL_COMPLETED, cf.FIRST_COMPLETED, cf.FIRST_EXCEPTION]))
     @step
     def wait_on_other_thread(self, data, return_when):
@@ -1083,11 +1178,16 @@ class ExecutorMachine(OracleMachine):
     @step
     def shutdown(self, cancel_futures, wait):
         """shutdown(wait=False) here, or shutdown(wait=True) on another thread (it returns once
-        every call has ended: at the latest when teardown releases them)."""
+        every call has ended: at the latest when teardown releases them).
+
+        Only the first shutdown goes to another thread: the test knows that the standard one has
+        drained its queue when its shutdown flag is set (both happen under one lock); for a
+        second shutdown the flag says nothing."""
         drained = [t for t in self.queue] if cancel_futures else []
+        on_thread = wait and not self.shut
         for side in SIDES:
             executor = self.executors[side]
-            if wait:
+            if on_thread:
                 self.shutdown_threads.append(
                     (side, in_thread(functools.partial(executor.shutdown, wait=True, cancel_futures=cancel_futures))))
                 fail = raise_harness("shut down") if side == "std" else raise_hang("shutdown did not take effect")
@@ -1170,7 +1270,7 @@ MACHINES = {
 
 # Examples per machine for the ci profile: each machine well under the time the test allows it
 # on 2 busy cores, in either thread mode.
-CI_EXAMPLES = {"manual": 250, "threads": 150, "compat": 150, "interpreters": 80}
+CI_EXAMPLES = {"manual": 250, "threads": 150, "compat": 150, "interpreters": 60}
 
 # Shrinking stops after this long (Hypothesis's own limit is 300 s; a pinned version, see
 # scripts/bootstrap). The failure is reported either way, shrunk as far as it got.
@@ -1206,6 +1306,8 @@ def main(argv=None):
     try:
         if name == "races":
             run_races(int(os.environ.get("UNIRUN_ORACLE_ROUNDS", "200" if profile == "ci" else "5000")))
+        elif name == "reads":
+            run_reads(int(os.environ.get("UNIRUN_ORACLE_ROUNDS", "100" if profile == "ci" else "2000")))
         else:
             run_state_machine_as_test(MACHINES[name], settings=settings(settings.get_profile(profile), **overrides))
         print(f"oracle {name}: unirun matched the standard library "

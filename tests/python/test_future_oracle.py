@@ -72,8 +72,14 @@ def test_two_thread_races_match_a_serial_order(tmp_path):
     run_machine("races", tmp_path)
 
 
-@pytest.mark.parametrize("machine", ["manual", "threads"])
+def test_threads_reading_one_outcome_at_once_get_one_object(tmp_path):
+    """Several threads reading a finished executor future at once all get the same object."""
+    run_machine("reads", tmp_path)
+
+
+@pytest.mark.parametrize("machine", ["manual", "threads", "races", "reads"])
 def test_the_oracle_finds_nothing_when_both_sides_are_the_stdlib(machine, tmp_path):
     """The same machines with the standard library on both sides: they must pass, or the
     failures above could be the test's own."""
-    run_machine(machine, tmp_path, UNIRUN_ORACLE_SELF_TEST="1", UNIRUN_ORACLE_EXAMPLES="50")
+    run_machine(machine, tmp_path, UNIRUN_ORACLE_SELF_TEST="1", UNIRUN_ORACLE_EXAMPLES="40",
+                UNIRUN_ORACLE_ROUNDS="50")

@@ -41,8 +41,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # inner: interpreter tasks (each checks `inner_n` futures of its own) per round.
 SIZES = {
     "small": dict(rounds=6, submitters=12, per_thread=60, inner=4, inner_n=16, watchdog=60),
-    "medium": dict(rounds=8, submitters=16, per_thread=150, inner=12, inner_n=40, watchdog=900),
-    "large": dict(rounds=25, submitters=32, per_thread=400, inner=40, inner_n=100, watchdog=3600),
+    "medium": dict(rounds=8, submitters=16, per_thread=150, inner=12, inner_n=40, watchdog=300),
+    "large": dict(rounds=25, submitters=32, per_thread=400, inner=40, inner_n=100, watchdog=1800),
 }
 SCENARIOS = ("threads", "compat", "interpreters", "interpreter-tasks")
 
