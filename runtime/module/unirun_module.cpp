@@ -106,6 +106,7 @@ int init_state(PyObject *module, ModuleState *state) {
     if (!pickle) return -1;
     if (!(state->pickle_dumps = PyObject_GetAttrString(pickle.get(), "dumps"))) return -1;
     if (!(state->pickle_loads = PyObject_GetAttrString(pickle.get(), "loads"))) return -1;
+    if (!(state->by_code = PyDict_New())) return -1;
     return 0;
 }
 
@@ -118,6 +119,7 @@ int traverse_state(ModuleState *state, visitproc visit, void *arg) {
     Py_VISIT(state->work);
     Py_VISIT(state->pickle_dumps);
     Py_VISIT(state->pickle_loads);
+    Py_VISIT(state->by_code);
     return 0;
 }
 
@@ -130,6 +132,7 @@ void clear_state(ModuleState *state) {
     Py_CLEAR(state->work);
     Py_CLEAR(state->pickle_dumps);
     Py_CLEAR(state->pickle_loads);
+    Py_CLEAR(state->by_code);
 }
 
 }  // namespace unirun::python

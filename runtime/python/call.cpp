@@ -308,6 +308,11 @@ bool Call::run_remote() {
         Ref view = Ref::steal(PyMemoryView_FromMemory(payload_.data(),
                                                       static_cast<Py_ssize_t>(payload_.size()), PyBUF_READ));
         Ref call = view ? Ref::steal(PyObject_CallOneArg(worker->loads, view.get())) : Ref();
+        if (!call && view && PyErr_ExceptionMatches(PyExc_Exception)) {
+            // Perhaps it needs the program's __main__, which a worker loads only then.
+            Ref error = Ref::steal(PyErr_GetRaisedException());
+            call = Ref::steal(PyObject_CallMethod(worker->native, "loads_again", "OO", view.get(), error.get()));
+        }
         view = Ref();
         std::string().swap(payload_);
         if (!call || !PyTuple_Check(call.get()) || PyTuple_GET_SIZE(call.get()) != 3) {
@@ -326,15 +331,27 @@ bool Call::run_remote() {
                 ok = produced = true;
             } else {
                 Ref error = Ref::steal(PyErr_GetRaisedException());
-                Ref bytes = Ref::steal(PyObject_CallMethod(worker->native, "value_outcome_error",
-                                                           "OO", result.get(), error.get()));
-                char *raw;
-                Py_ssize_t size;
-                if (bytes && PyBytes_AsStringAndSize(bytes.get(), &raw, &size) == 0) {
-                    data.assign(raw, static_cast<size_t>(size));
-                    produced = true;
+                Ref fallback;  // pickle refused it: try the ways calls cross (functions by code...)
+                if (error && PyErr_GivenExceptionMatches(error.get(), PyExc_Exception)) {
+                    fallback = Ref::steal(PyObject_CallMethod(worker->native, "dumps_value", "O", result.get()));
+                    if (!fallback) PyErr_Clear();  // the first error is the one to report
                 }
-                encoding = Encoding::Pickle;
+                if (fallback && PyBytes_Check(fallback.get())) {
+                    data.assign(PyBytes_AS_STRING(fallback.get()),
+                                static_cast<size_t>(PyBytes_GET_SIZE(fallback.get())));
+                    encoding = Encoding::Pickle;
+                    ok = produced = true;
+                } else {
+                    Ref bytes = Ref::steal(PyObject_CallMethod(worker->native, "value_outcome_error",
+                                                               "OO", result.get(), error.get()));
+                    char *raw;
+                    Py_ssize_t size;
+                    if (bytes && PyBytes_AsStringAndSize(bytes.get(), &raw, &size) == 0) {
+                        data.assign(raw, static_cast<size_t>(size));
+                        produced = true;
+                    }
+                    encoding = Encoding::Pickle;
+                }
             }
         }
     }

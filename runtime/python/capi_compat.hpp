@@ -58,6 +58,13 @@ inline void PyErr_SetRaisedException(PyObject *exception) {  // steals
 #endif
 
 #if PY_VERSION_HEX < 0x030D0000
+inline int PyDict_GetItemRef(PyObject *dict, PyObject *key, PyObject **result) {
+    PyObject *item = PyDict_GetItemWithError(dict, key);  // borrowed
+    *result = Py_XNewRef(item);
+    if (item) return 1;
+    return PyErr_Occurred() ? -1 : 0;
+}
+
 inline int PyDict_GetItemStringRef(PyObject *dict, const char *key, PyObject **result) {
     PyObject *name = PyUnicode_FromString(key);
     if (!name) {

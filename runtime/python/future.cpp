@@ -1,5 +1,7 @@
 #include "python/future.hpp"
 
+#include <cmath>
+
 #include "python/state.hpp"
 
 #include <new>
@@ -61,7 +63,14 @@ bool parse_timeout(PyObject *timeout, double *seconds) {
     }
     double value = PyFloat_AsDouble(timeout);
     if (value == -1 && PyErr_Occurred()) return false;
-    if (!(value > 0)) {  // zero, negative or NaN
+#if PY_VERSION_HEX >= 0x030E0000
+    // 3.14's Condition.wait passes NaN on to the lock, which rejects it; 3.13's only looks.
+    if (std::isnan(value)) {
+        PyErr_SetString(PyExc_ValueError, "Invalid value NaN (not a number)");
+        return false;
+    }
+#endif
+    if (!(value > 0)) {  // zero, negative (or NaN before 3.14)
         *seconds = 0;
         return true;
     }

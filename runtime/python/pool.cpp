@@ -166,6 +166,32 @@ PyObject *shut_down_error() {
     return nullptr;
 }
 
+// A plain function that needs nothing but its code and the builtins (no closure, no defaults,
+// no globals) crosses to an interpreter worker by its code, as CPython 3.14's interpreters
+// share it: so functions defined under `if __name__ == "__main__":`, in -c code or locally work
+// as they do with the stdlib's InterpreterPoolExecutor. Decided once per code object (in
+// unirun._native) and cached; null (no error) for every other callable.
+Ref function_by_code(ModuleState *state, PyObject *fn) {
+    if (!PyFunction_Check(fn) || PyFunction_GET_CLOSURE(fn)) return Ref();
+    PyObject *defaults = PyFunction_GET_DEFAULTS(fn), *kwdefaults = PyFunction_GET_KW_DEFAULTS(fn);
+    if ((defaults && PyTuple_GET_SIZE(defaults)) || (kwdefaults && PyDict_Check(kwdefaults) && PyDict_GET_SIZE(kwdefaults)))
+        return Ref();
+    PyObject *code = PyFunction_GET_CODE(fn);
+    PyObject *known = nullptr;
+    if (PyDict_GetItemRef(state->by_code, code, &known) < 0) return Ref();
+    if (!known) {
+        Ref args = Ref::steal(PyTuple_Pack(1, fn));
+        Ref decided = args ? call_native("function_by_code", args.get()) : Ref();
+        if (!decided) return Ref();
+        if (PyDict_GET_SIZE(state->by_code) >= 4096) PyDict_Clear(state->by_code);  // bounded
+        if (PyDict_SetItem(state->by_code, code, decided.get()) < 0) return Ref();
+        known = decided.release();
+    }
+    Ref result = Ref::steal(known);
+    if (result.get() == Py_None) return Ref();
+    return result;
+}
+
 // submit(fn, args, kwargs) -> Future. For interpreter pools the call is pickled here, so an
 // unpicklable callable or argument fails at once, in the caller.
 PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -187,7 +213,10 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call->set_call(args[0], args[1], kwargs);
     } else {
         ModuleState *state = state_of(Py_TYPE(self));
-        Ref packed = Ref::steal(PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
+        Ref by_code = function_by_code(state, args[0]);
+        if (!by_code && PyErr_Occurred()) return nullptr;
+        Ref packed = Ref::steal(PyTuple_Pack(3, by_code ? by_code.get() : args[0], args[1],
+                                             kwargs ? kwargs : Py_None));
         Ref protocol = Ref::steal(PyLong_FromLong(5));
         if (!packed || !protocol) return nullptr;
         Ref payload = Ref::steal(
@@ -377,8 +406,8 @@ bool worker_init_data(PyObject *initializer, std::string *out) {
     return true;
 }
 
-// In the new subinterpreter: sys.path as the creator's, then unirun._native.prepare_worker;
-// fills the context's references to pickle and unirun._native there.
+// In the new subinterpreter: sys.path as the creator's, the context's references to pickle
+// and unirun._native there, then unirun._native.prepare_worker (the initializer).
 bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     Ref info = Ref::steal(PyMarshal_ReadObjectFromString(init.data(), static_cast<Py_ssize_t>(init.size())));
     if (!info || !PyTuple_Check(info.get()) || PyTuple_GET_SIZE(info.get()) != 5) {
@@ -390,8 +419,6 @@ bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no sys.path");
         return false;
     }
-    Ref args = Ref::steal(PyTuple_Pack(1, info.get()));
-    if (!args || !call_native("prepare_worker", args.get())) return false;
     Ref native = Ref::steal(PyImport_ImportModule("unirun._native"));
     Ref pickle = Ref::steal(PyImport_ImportModule("pickle"));
     if (!native || !pickle) return false;
@@ -399,7 +426,9 @@ bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
     context->loads = PyObject_GetAttrString(pickle.get(), "loads");
     context->dumps = PyObject_GetAttrString(pickle.get(), "dumps");
     context->name = Py_NewRef(PyTuple_GET_ITEM(info.get(), 3));
-    return context->loads && context->dumps;
+    if (!context->loads || !context->dumps) return false;
+    Ref args = Ref::steal(PyTuple_Pack(1, info.get()));
+    return args && call_native("prepare_worker", args.get());
 }
 
 std::string describe_current_error(const char *what) {
@@ -416,6 +445,26 @@ std::string describe_current_error(const char *what) {
     return message;
 }
 
+// In the creator's interpreter: unirun._native.worker_start_failed(pool, error) reports a
+// worker's failed start (an exception of the creator's interpreter) and returns the message
+// its tasks fail with.
+std::string report_start_error(PoolObject *pool, PyObject *error) {
+    Ref report = Ref::steal(PyTuple_Pack(2, reinterpret_cast<PyObject *>(pool), error));
+    Ref message = report ? call_native("worker_start_failed", report.get()) : Ref();
+    const char *text = message ? PyUnicode_AsUTF8(message.get()) : nullptr;
+    if (!text) return describe_current_error("the interpreter worker could not start");
+    return text;
+}
+
+// The same for a failure carried out of the worker's subinterpreter as bytes.
+std::string report_start_failure(PoolObject *pool, const std::string &failure) {
+    Ref args = Ref::steal(Py_BuildValue("(Oy#)", Py_False, failure.data(),
+                                        static_cast<Py_ssize_t>(failure.size())));
+    Ref error = args ? call_native("loads_outcome", args.get()) : Ref();
+    if (!error) return describe_current_error("the interpreter worker could not start");
+    return report_start_error(pool, error.get());
+}
+
 void work_in_subinterpreter(PoolObject *pool) {
     WorkerContext context;
     context.home = PyThreadState_Get();
@@ -423,7 +472,12 @@ void work_in_subinterpreter(PoolObject *pool) {
 
     std::string init;
     if (!worker_init_data(pool->initializer, &init)) {
-        context.broken = describe_current_error("cannot prepare an interpreter worker");
+        if (PyErr_ExceptionMatches(PyExc_Exception)) {  // e.g. an initializer that cannot cross
+            Ref error = Ref::steal(PyErr_GetRaisedException());
+            context.broken = report_start_error(pool, error.get());
+        } else {
+            context.broken = describe_current_error("cannot prepare an interpreter worker");
+        }
         current_worker = &context;
         PyThreadState *saved = nullptr;
         pool->core->work(park_hooks(&saved));
@@ -456,8 +510,42 @@ void work_in_subinterpreter(PoolObject *pool) {
         current_worker = nullptr;
         return;
     }
-    if (!prepare_subinterpreter(init, &context))
-        context.broken = describe_current_error("the interpreter worker could not start");
+    if (!prepare_subinterpreter(init, &context)) {
+        // The initializer (or the worker's own start) failed: carry the exception and its
+        // traceback home, leave the subinterpreter, and let the creator report it (compat's
+        // InterpreterPoolExecutor logs it and breaks, as the stdlib's does); the tasks this
+        // worker takes fail with BrokenInterpreterPool.
+        std::string failure;
+        bool carried = false;
+        if (context.native && PyErr_ExceptionMatches(PyExc_Exception)) {
+            Ref error = Ref::steal(PyErr_GetRaisedException());
+            Ref data = Ref::steal(PyObject_CallMethod(context.native, "exception_outcome", "OO",
+                                                      error.get(), Py_False));
+            char *bytes;
+            Py_ssize_t size;
+            if (data && PyBytes_AsStringAndSize(data.get(), &bytes, &size) == 0) {
+                failure.assign(bytes, static_cast<size_t>(size));
+                carried = true;
+            } else {
+                PyErr_SetRaisedException(error.release());
+            }
+        }
+        if (!carried) context.broken = describe_current_error("the interpreter worker could not start");
+        PyErr_Clear();
+        Py_CLEAR(context.native);
+        Py_CLEAR(context.name);
+        Py_CLEAR(context.loads);
+        Py_CLEAR(context.dumps);
+        Py_EndInterpreter(sub);
+        PyEval_RestoreThread(context.home);
+        context.in_subinterpreter = false;
+        if (carried) context.broken = report_start_failure(pool, failure);
+        current_worker = &context;
+        PyThreadState *saved = nullptr;
+        pool->core->work(park_hooks(&saved));
+        current_worker = nullptr;
+        return;
+    }
     current_worker = &context;
     PyThreadState *saved = nullptr;
     pool->core->work(park_hooks(&saved));

@@ -16,6 +16,7 @@ struct ModuleState {
     PyObject *work;                 // _unirun._work, the worker threads' target
     PyObject *pickle_dumps;         // pickle.dumps and pickle.loads of this interpreter:
     PyObject *pickle_loads;         //   the hot path of interpreter calls uses them directly
+    PyObject *by_code;              // code object -> how its functions cross by code, or None
 };
 
 extern PyModuleDef module_definition;

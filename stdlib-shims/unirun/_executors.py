@@ -14,6 +14,8 @@ import weakref
 
 import _unirun
 
+from ._mapping import map_calls
+
 __all__ = ["ThreadExecutor", "InterpreterExecutor"]
 
 _counter = itertools.count()
@@ -26,6 +28,7 @@ def _cpu_count():
 
 class _NativeExecutor(concurrent.futures.Executor):
     _kind = None
+    _chunks_calls = False  # whether map(chunksize=) batches calls
 
     def __init__(self, max_workers=None, thread_name_prefix=""):
         if max_workers is None:
@@ -47,6 +50,20 @@ class _NativeExecutor(concurrent.futures.Executor):
 
     def submit(self, fn, /, *args, **kwargs):
         return self._pool.submit(fn, args, kwargs or None)
+
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
+        """Like Executor.map (with 3.14's buffersize on every Python); chunksize > 1 sends
+        calls in batches, as ProcessPoolExecutor, where the executor sends calls to another
+        interpreter (ThreadPoolExecutor ignores chunksize; so do thread workers)."""
+        if not self._chunks_calls:
+            return map_calls(self, fn, iterables, timeout, buffersize)
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if chunksize == 1:
+            return map_calls(self, fn, iterables, timeout, buffersize)
+        chunks = _chunks(zip(*iterables), chunksize)
+        results = map_calls(self, _run_chunk, (itertools.repeat(fn), chunks), timeout, buffersize)
+        return itertools.chain.from_iterable(results)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._pool.shutdown(cancel_futures)
@@ -80,24 +97,16 @@ class InterpreterExecutor(_NativeExecutor):
     """Native workers that each own a subinterpreter with its own GIL.
 
     The callable and its arguments travel by pickle, so they must be importable by name
-    (module-level functions, including those of the main script) and picklable.
+    (module-level functions, including those of the main script) and picklable; functions
+    without closures, defaults or globals (local ones, lambdas) travel by their code.
     """
 
     _kind = "interpreters"
+    _chunks_calls = True
 
     @staticmethod
     def _default_workers():
         return _cpu_count()
-
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
-        """Like Executor.map; chunksize > 1 sends calls in batches, as ProcessPoolExecutor."""
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return super().map(fn, *iterables, timeout=timeout)
-        chunks = _chunks(zip(*iterables), chunksize)
-        results = super().map(_run_chunk, itertools.repeat(fn), chunks, timeout=timeout)
-        return itertools.chain.from_iterable(results)
 
 
 def _chunks(iterable, size):

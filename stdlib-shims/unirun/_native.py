@@ -150,29 +150,158 @@ def broken_error(message):
 # --- moving calls between interpreters --------------------------------------------------
 
 _HOW_TO_FIX = (
-    "interpreter workers receive the callable and its arguments by pickle: define the "
-    "function at module level in an importable module or the main script, pass picklable "
-    "arguments, or use the threads flavor"
+    "interpreter workers receive the callable and its arguments by pickle (functions without "
+    "closures, defaults or globals also by their code): define the function at module level "
+    "in an importable module or the main script, pass picklable arguments, or use the threads "
+    "flavor"
 )
+
+try:  # the error CPython's own interpreters raise for what cannot cross (3.13+)
+    from _interpreters import NotShareableError
+except ImportError:
+    class NotShareableError(ValueError):
+        """An object cannot be sent to another interpreter."""
+
+
+class CannotSendError(TypeError):
+    """A call that cannot be sent to an interpreter worker (raised by submit)."""
 
 
 def dumps_call(fn, args, kwargs):
-    """Pickle a call for an interpreter worker; name the culprit if it cannot be pickled."""
+    """Pickle a call for an interpreter worker when plain pickle cannot (C tries that first).
+
+    Objects that cross between CPython's own interpreters (3.14) though pickle refuses them
+    travel another way: functions without closures, defaults or globals by their code (local
+    functions and lambdas, as 3.14's InterpreterPoolExecutor shares them), memoryviews as a
+    copy of their bytes. Anything else that cannot be pickled is named in the error."""
     try:
-        return pickle.dumps((fn, args, kwargs), protocol=5)
+        return _dumps_with_fallbacks((fn, args, kwargs))
     except Exception as exc:
         parts = [("callable", fn)]
         parts += [(f"argument {i}", a) for i, a in enumerate(args)]
         parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
         for what, value in parts:
             try:
-                pickle.dumps(value, protocol=5)
+                _dumps_with_fallbacks(value)
             except Exception as inner:
-                raise TypeError(
+                raise CannotSendError(
                     f"cannot send {what} {_short_repr(value)} to an interpreter worker: "
-                    f"{inner}; {_HOW_TO_FIX}"
+                    f"{_why_not_sent(value, inner)}; {_HOW_TO_FIX}"
                 ) from inner
-        raise TypeError(f"cannot send the call to an interpreter worker: {exc}; {_HOW_TO_FIX}") from exc
+        raise CannotSendError(f"cannot send the call to an interpreter worker: {exc}; "
+                              f"{_HOW_TO_FIX}") from exc
+
+
+def _dumps_with_fallbacks(obj):
+    import io
+
+    buffer = io.BytesIO()
+    _CallPickler(buffer, protocol=5).dump(obj)
+    return buffer.getvalue()
+
+
+class _CallPickler(pickle.Pickler):
+    def reducer_override(self, obj):
+        kind = type(obj)
+        if kind is _FunctionType:
+            by_code = function_by_code(obj)
+            if by_code is not None:
+                return by_code.__reduce__()
+        elif kind is memoryview:
+            return _memoryview_from, (obj.tobytes(), obj.readonly, obj.format, obj.shape)
+        return NotImplemented
+
+
+_FunctionType = type(lambda: None)
+
+
+class _ByCode:
+    """Stands for a function that crosses by its code (see function_by_code)."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data):
+        self._data = data
+
+    def __reduce__(self):
+        return _function_from_code, (self._data,)
+
+
+def function_by_code(fn):
+    """Called from C once per code object: how `fn` crosses to an interpreter worker by its
+    code, or None if it cannot. CPython 3.14's rule for sharing a function between
+    interpreters: no closure, no defaults, and every global name it reads is a builtin. It
+    then runs with the worker's own __main__ globals, as it would under the stdlib."""
+    if type(fn) is not _FunctionType or _why_not_stateless(fn) is not None:
+        return None
+    import marshal
+
+    return _ByCode(marshal.dumps(fn.__code__))
+
+
+def _importable(fn):
+    """Whether pickle can name `fn` (module-level, found under its qualified name)."""
+    target = sys.modules.get(getattr(fn, "__module__", None) or "")
+    for part in fn.__qualname__.split("."):
+        target = getattr(target, part, None)
+    return target is fn
+
+
+def _why_not_stateless(fn):
+    """None when `fn` can be rebuilt from its code alone (no closure, no defaults, every
+    global name it or a function nested in it reads is a builtin); else the reason."""
+    import builtins
+    import dis
+
+    if fn.__closure__:
+        return "it is a closure (it uses variables of the function that defined it)"
+    if fn.__defaults__ or fn.__kwdefaults__:
+        return "it has default argument values"
+    names = getattr(fn, "__builtins__", None)
+    names = names if isinstance(names, dict) else builtins.__dict__
+    codes = [fn.__code__]
+    while codes:
+        code = codes.pop()
+        for instruction in dis.get_instructions(code):
+            if instruction.opname == "LOAD_GLOBAL":  # as CPython counts: reads, not writes
+                name = instruction.argval
+                if name in fn.__globals__ or name not in names:
+                    return f"it uses the global {name!r}"
+        codes.extend(c for c in code.co_consts if isinstance(c, type(code)))
+    return None
+
+
+def _why_not_sent(value, error):
+    if type(value) is _FunctionType and not _importable(value):
+        return f"{error}, and it cannot cross by its code either: {_why_not_stateless(value)}"
+    return str(error)
+
+
+_functions_from_code = {}  # in a worker: marshalled code -> the function rebuilt from it
+_worker_globals = None  # in a worker: its own __main__'s namespace, taken before any loading
+
+
+def _function_from_code(data):
+    """In the worker: the function rebuilt from its code, with the worker's own __main__
+    globals (as CPython 3.14 rebuilds it); rebuilt once per code."""
+    fn = _functions_from_code.get(data)
+    if fn is None:
+        import marshal
+
+        code = marshal.loads(data)
+        namespace = _worker_globals
+        if namespace is None:
+            namespace = sys.modules["__main__"].__dict__
+        fn = _FunctionType(code, namespace)
+        if len(_functions_from_code) >= 1024:
+            _functions_from_code.clear()
+        _functions_from_code[data] = fn
+    return fn
+
+
+def _memoryview_from(data, readonly, fmt, shape):
+    view = memoryview(data if readonly else bytearray(data))
+    return view.cast("B").cast(fmt, shape) if fmt != "B" or len(shape) != 1 else view
 
 
 def _short_repr(value):
@@ -199,6 +328,12 @@ def exception_outcome(exc, loading):
     """In an interpreter worker: the bytes that carry `exc` (and its traceback) back."""
     _explain(exc, loading)
     return _dumps_exception(exc)
+
+
+def dumps_value(result):
+    """In an interpreter worker: a result plain pickle refused, pickled the way calls cross
+    (functions by their code, memoryviews as bytes); raises if that fails too."""
+    return _dumps_with_fallbacks(result)
 
 
 def value_outcome_error(result, exc):
@@ -239,15 +374,53 @@ def _dumps_exception(exc):
         return data
     except Exception:
         stand_in = WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
+        if getattr(exc, "_unirun_stage", None):
+            stand_in._unirun_stage = exc._unirun_stage
         return pickle.dumps((stand_in, tb), protocol=5)
 
 
 def loads_outcome(ok, data):
-    """In the caller's interpreter: a task's exception, with the worker's traceback as its
-    cause. (Values are decoded in C: marshal for simple built-in types, else pickle.)"""
+    """In the caller's interpreter: a task's exception, caused by what the worker saw (as
+    CPython's interpreters report it where they can: concurrent.interpreters.ExecutionFailed,
+    3.14+). A call the worker could not even load fails as CPython's InterpreterPoolExecutor
+    reports it: NotShareableError, caused by the error that stopped it. (Values are decoded in
+    C: marshal for simple built-in types, else pickle.)"""
     exc, tb = pickle.loads(data)
-    exc.__cause__ = RemoteTraceback(f'\n"""\n{tb}"""')
-    return exc
+    exc.__cause__ = _remote_cause(exc, tb)
+    if getattr(exc, "_unirun_stage", None) != "load":
+        return exc
+    middle = NotShareableError("object could not be unpickled")
+    middle.__cause__ = exc
+    outer = NotShareableError("args not shareable")
+    outer.__cause__ = middle
+    outer._unirun_stage = "load"
+    return outer
+
+
+_execution_failed = None  # concurrent.interpreters.ExecutionFailed, or False where none
+
+
+def _remote_cause(exc, tb):
+    global _execution_failed
+    if _execution_failed is None:
+        try:
+            from concurrent.interpreters import ExecutionFailed as _execution_failed
+        except ImportError:
+            _execution_failed = False
+    if not _execution_failed:
+        return RemoteTraceback(f'\n"""\n{tb}"""')
+    import traceback
+    import types
+
+    kind = type(exc)
+    excinfo = types.SimpleNamespace(
+        type=types.SimpleNamespace(__name__=kind.__name__, __qualname__=kind.__qualname__,
+                                   __module__=kind.__module__),
+        msg=str(exc),
+        formatted="".join(traceback.format_exception_only(exc)).rstrip("\n").split("\n")[-1],
+        errdisplay=tb.rstrip("\n"),
+    )
+    return _execution_failed(excinfo)
 
 
 def adopt_worker_thread(name):
@@ -294,17 +467,92 @@ def worker_init_info(initializer=None):
     import threading
 
     worker_name = threading.current_thread().name
-    init = None if initializer is None else pickle.dumps(initializer, protocol=5)
+    init = None
+    if initializer is not None:
+        try:
+            init = _dumps_with_fallbacks(initializer)
+        except Exception as exc:
+            error = NotShareableError(f"the initializer {_short_repr(initializer)} cannot be "
+                                      f"sent to an interpreter worker: {exc}")
+            raise error from exc
     return (tuple(p for p in sys.path if isinstance(p, str)), main_path, main_name, worker_name, init)
 
 
+_main_to_load = None  # in a worker: how to load the program's __main__, until it is needed
+_main_failure = None  # in a worker: why loading it failed
+
+
+_start_failure_handlers = None  # weakref.WeakKeyDictionary: pool -> handler(exception)
+
+
+def on_worker_start_failure(pool, handler):
+    """Have handler(exception) called (in the pool's creator) when a worker of `pool` fails to
+    start: its initializer raised or could not be sent."""
+    global _start_failure_handlers
+    with _live_pools_lock:
+        if _start_failure_handlers is None:
+            import weakref
+
+            _start_failure_handlers = weakref.WeakKeyDictionary()
+        _start_failure_handlers[pool] = handler
+
+
+def worker_start_failed(pool, exc):
+    """Called from C, in the creator's interpreter: a worker of `pool` could not start because
+    of `exc`. Returns the message of the BrokenInterpreterPool its tasks fail with."""
+    handler = _start_failure_handlers.get(pool) if _start_failure_handlers else None
+    if handler is not None:
+        handler(exc)
+    return f"an interpreter worker could not start: {type(exc).__name__}: {exc}"
+
+
 def prepare_worker(info):
-    """In a new subinterpreter: load the program's main module, then run the executor's
-    initializer, if any."""
+    """In a new subinterpreter: remember how to load the program's main module (loaded only
+    when a call needs something of it, as CPython 3.14's interpreters do: importing everything
+    the main script imports could fail in a subinterpreter, or cost what the task never
+    needs), then run the executor's initializer, if any."""
+    global _main_to_load, _worker_globals
     _, main_path, main_name, _, init = info
-    _load_main(main_path, main_name)
+    _main_to_load = (main_path, main_name)
+    _worker_globals = sys.modules["__main__"].__dict__
     if init is not None:
-        pickle.loads(init)()  # the executor's initializer, in this worker's interpreter
+        loads(init)()  # the executor's initializer, in this worker's interpreter
+
+
+def loads(data):
+    """pickle.loads in a worker, loading the program's __main__ first if the data needs it."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        return loads_again(data, exc)
+
+
+def loads_again(data, error):
+    """pickle.loads(data) failed in a worker with `error`: if what it missed was in the
+    program's __main__, load that (once) and try again; else raise `error`."""
+    global _main_to_load, _main_failure
+    if not _names_main(error):
+        raise error
+    if _main_to_load is not None:
+        main_path, main_name = _main_to_load
+        _main_to_load = None
+        try:
+            _load_main(main_path, main_name)
+        except BaseException as exc:
+            _main_failure = exc
+            if not isinstance(exc, Exception):
+                raise
+    if _main_failure is not None:
+        error.add_note(f"unirun: the worker could not load the program's main module: "
+                       f"{type(_main_failure).__name__}: {_main_failure}")
+        raise error from _main_failure
+    return pickle.loads(data)
+
+
+def _names_main(error):
+    text = str(error)
+    return (isinstance(error, AttributeError) and ("'__main__'" in text or "'__mp_main__'" in text)) \
+        or (isinstance(error, ImportError) and getattr(error, "name", None) == "__mp_main__")
 
 
 def _load_main(main_path, main_name):

@@ -224,3 +224,33 @@ def test_ctrl_c_during_submit_is_seen_as_often_as_python_sees_it():
             break
         _, got = run_both("interrupt_during_submit.py", oracle_attempts=3)
     assert unirun_seen >= python_seen >= 15, (unirun_seen, python_seen)
+
+
+def _plain_python_has_interpreter_pool():
+    probe = subprocess.run([plain_python(), "-c", "import concurrent.futures as cf; cf.InterpreterPoolExecutor"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+needs_stdlib_interpreter_pool = pytest.mark.skipif(
+    not os.path.exists(plain_python()) or not _plain_python_has_interpreter_pool(),
+    reason="the oracle is python's own InterpreterPoolExecutor, which exists from 3.14 on")
+
+
+@needs_launcher
+@needs_native_interpreters
+@needs_stdlib_interpreter_pool
+def test_interpreter_pool_takes_and_refuses_what_the_stdlib_does():
+    expected, got = run_both("interpreter_pool_semantics.py")
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
+    assert "local function: ['x', 'x', 'x']" in got.stdout  # the scenario ran, not just matched
+    assert "closure: NotShareableError" in got.stdout
+
+
+@needs_launcher
+@needs_native_interpreters
+@needs_stdlib_interpreter_pool
+def test_interpreter_workers_load_the_main_script_only_when_a_task_needs_it():
+    expected, got = run_both("interpreter_pool_lazy_main.py")
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
+    assert got.stdout.endswith("end\n")

@@ -21,7 +21,7 @@ from runtime_support import needs_native_interpreters  # noqa: E402
 pytestmark = needs_native_interpreters
 
 SCENARIO = """
-import concurrent.futures as cf, multiprocessing as mp, os, warnings
+import concurrent.futures as cf, multiprocessing as mp, os, sys, warnings
 import native_tasks as tasks
 from unirun._executors import InterpreterExecutor
 
@@ -35,6 +35,7 @@ if __name__ == "__main__":
             print("fork pool:", list(pool.map(tasks.square, range(4))))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            sys.stdout.flush()  # else the child's flush writes the parent's buffered lines again
             pid = os.fork()
             if pid == 0:
                 try:

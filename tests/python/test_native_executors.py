@@ -257,14 +257,81 @@ def test_values_round_trip_exactly():
 
 @needs_native_interpreters
 def test_unpicklable_callable_or_argument_fails_at_submit():
+    captured = 1
     with InterpreterExecutor(1) as ex:
-        with pytest.raises(TypeError, match="callable <function .*<lambda>.* threads flavor"):
-            ex.submit(lambda: 1)
+        with pytest.raises(TypeError, match="callable <function .*<lambda>.* closure.* threads flavor"):
+            ex.submit(lambda: captured)
         with pytest.raises(TypeError, match="argument 0 .*lock"):
             ex.submit(tasks.identity, threading.Lock())
         with pytest.raises(TypeError, match="keyword argument 'value'"):
             ex.submit(tasks.identity, value=threading.Lock())
+
+        def reads_a_global():
+            return tasks
+
+        with pytest.raises(TypeError, match="uses the global 'tasks'"):
+            ex.submit(reads_a_global)
         assert ex.stats()["submitted"] == 0
+
+
+@needs_native_interpreters
+def test_self_contained_functions_cross_by_their_code():
+    # As CPython 3.14's interpreters share them: no closure, no defaults, only builtins.
+    def local(a, b):
+        return sorted([b, a]) + [len("abc")]
+
+    with InterpreterExecutor(1) as ex:
+        assert ex.submit(lambda: sum(range(10))).result() == 45
+        assert ex.submit(local, 2, 1).result() == [1, 2, 3]
+        assert list(ex.map(lambda x: -x, range(4))) == [0, -1, -2, -3]
+        # a memoryview (which pickle refuses) arrives as a copy of its bytes
+        assert ex.submit(bytes, memoryview(b"abc")).result() == b"abc"
+        assert ex.submit(tasks.identity, [local]).result()[0](1, 0) == [0, 1, 3]
+
+
+@needs_native_interpreters
+def test_the_worker_loads_the_main_script_only_when_a_task_needs_it(tmp_path):
+    script = tmp_path / "main_script.py"
+    script.write_text(textwrap.dedent("""
+        import math
+        import sys
+        print("script body runs as", __name__, file=sys.stderr)
+        if "refuse" in sys.argv:
+            import faulthandler  # a module subinterpreters cannot load
+        from unirun._executors import InterpreterExecutor
+        FACTOR = 3
+
+        def scaled(x):
+            return x * FACTOR  # reads a global: crosses by name, so the worker needs the script
+
+        if __name__ == "__main__":
+            def local(x):
+                return x + 1
+
+            with InterpreterExecutor(1) as ex:
+                print(ex.submit(math.factorial, 5).result(), ex.submit(local, 1).result())
+                try:
+                    print(ex.submit(scaled, 2).result(), ex.submit(scaled, 3).result())
+                except Exception as exc:
+                    chain, cause = [], exc
+                    while cause is not None:
+                        chain.append(type(cause).__name__)
+                        cause = cause.__cause__
+                    print(" <- ".join(chain), "faulthandler" in "".join(
+                        traceback_text for traceback_text in map(str, exc.__cause__.__cause__.__notes__)))
+        """))
+    loaded = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.splitlines() == ["120 2", "6 9"]
+    # once in the program, once in the worker (for scaled), under the name multiprocessing uses
+    assert loaded.stderr.splitlines() == ["script body runs as __main__", "script body runs as __mp_main__"]
+    refused = subprocess.run([sys.executable, str(script), "refuse"], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode == 0, refused.stderr
+    # factorial and the local function ran without the script; scaled could not be loaded
+    assert refused.stdout.splitlines()[0] == "120 2"
+    assert refused.stdout.splitlines()[1].startswith("NotShareableError <- NotShareableError <- AttributeError")
+    assert refused.stdout.splitlines()[1].endswith("True")
 
 
 @needs_native_interpreters
@@ -418,3 +485,21 @@ def test_pool_rejects_bad_arguments():
     with pytest.raises(TypeError):
         pool.submit(tasks.square, [1], None)
     pool.shutdown(False)
+
+
+def test_map_buffersize_as_python_3_14_defines_it(executor):
+    import itertools
+
+    with pytest.raises(TypeError, match="buffersize must be an integer or None"):
+        executor.map(tasks.square, [1], buffersize=1.5)
+    with pytest.raises(ValueError, match="buffersize must be None or > 0"):
+        executor.map(tasks.square, [1], buffersize=0)
+    before = executor.stats()["submitted"]
+    results = executor.map(tasks.square, itertools.count(), buffersize=4)
+    assert executor.stats()["submitted"] - before == 4  # an infinite input is not drained
+    assert [next(results) for _ in range(6)] == [0, 1, 4, 9, 16, 25]
+    # one more call is submitted each time a result is taken
+    assert executor.stats()["submitted"] - before == 4 + 6
+    results.close()
+    assert list(executor.map(tasks.add, [1, 2, 3], [10, 20], buffersize=2)) == [11, 22]
+    assert list(executor.map(tasks.square, [], buffersize=2)) == []

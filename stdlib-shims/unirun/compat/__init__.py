@@ -79,7 +79,11 @@ def _patch_package(module):
     original = module.__dict__.get("__getattr__")
 
     def __getattr__(name):
-        if name == "InterpreterPoolExecutor" and interpreters_available():
+        # 3.14+ records whether _interpreters imported (a program may block it): offer the
+        # executor exactly where the stdlib would, and on 3.13 (which has none) wherever
+        # unirun's workers exist.
+        if name == "InterpreterPoolExecutor" and interpreters_available() and \
+                module.__dict__.get("_interpreters", True):
             from .interpreter_pool import InterpreterPoolExecutor
 
             return InterpreterPoolExecutor
@@ -103,6 +107,14 @@ def _patch_package(module):
         _swap(module, "ProcessPoolExecutor", __getattr__("ProcessPoolExecutor"))
 
 
+def _patch_interpreter(module):
+    """3.14+: concurrent.futures.interpreter.InterpreterPoolExecutor is ours too."""
+    if _loading("interpreter_pool") or not interpreters_available():
+        return
+    from . import interpreter_pool
+    _swap(module, "InterpreterPoolExecutor", interpreter_pool.InterpreterPoolExecutor)
+
+
 def _patch_process(module):
     if _state["process_pool"] != "interpreters" or _loading("process_pool"):
         return
@@ -115,6 +127,7 @@ _PATCHES = {
     "concurrent.futures": _patch_package,
     "concurrent.futures.thread": _patch_thread,
     "concurrent.futures.process": _patch_process,
+    "concurrent.futures.interpreter": _patch_interpreter,
 }
 
 
@@ -200,7 +213,8 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
             sys.meta_path.insert(0, _finder)
         # Modules imported before the hook (by site or sitecustomize, say): adjust them now,
         # children first so the package sees the adjusted classes.
-        for name in ("concurrent.futures.thread", "concurrent.futures.process", "concurrent.futures"):
+        for name in ("concurrent.futures.thread", "concurrent.futures.process",
+                     "concurrent.futures.interpreter", "concurrent.futures"):
             module = sys.modules.get(name)
             if module is not None and name not in _state["patched"]:
                 _PATCHES[name](module)

@@ -12,10 +12,11 @@ from concurrent.futures import process as _stdlib
 
 import _unirun
 
-from .. import _trace
+from .. import _native, _trace
 from .._capabilities import capabilities
 from .._config import RuntimeConfig
 from .._decide import Request, decide
+from .._mapping import map_calls
 from . import _process_worker, interpreter_pool
 
 __all__ = ["ProcessPoolExecutor"]
@@ -156,8 +157,14 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         outer = _unirun.Future()
         # outer goes running when the worker starts inner; if outer was cancelled first, the
         # worker does not run inner at all.
-        inner = self._interpreters._submit_call(_process_worker.run_task, (fn, args, kwargs or None),
-                                                None, start_with=outer)
+        try:
+            inner = self._interpreters._submit_call(_process_worker.run_task, (fn, args, kwargs or None),
+                                                    None, start_with=outer)
+        except _native.CannotSendError as exc:
+            # What cannot reach a subinterpreter goes to a process, whose pool reports what
+            # cannot be pickled as the stdlib's does.
+            _announce_fallback(fn, exc)
+            return self._process_pool().submit(fn, *args, **kwargs)
 
         def on_inner_done(done):
             if done.cancelled():
@@ -203,16 +210,17 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
                 "running or pending."))
         return error
 
-    def map(self, fn, *iterables, timeout=None, chunksize=1):
+    def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if self._interpreters is None:
             # The stdlib's map, through this instance's submit (code that wraps submit on the
             # instance, as tqdm's process_map does, sees every chunk), onto the process pool.
+            extra = {} if buffersize is None else {"buffersize": buffersize}
             return _STDLIB_PROCESS_POOL.map(self, fn, *iterables, timeout=timeout,
-                                            chunksize=chunksize)
-        return _base.Executor.map(self, fn, *iterables, timeout=timeout)
+                                            chunksize=chunksize, **extra)
+        return map_calls(self, fn, iterables, timeout, buffersize)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_thread = True
