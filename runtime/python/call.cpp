@@ -309,9 +309,12 @@ bool Call::run_remote() {
                                                       static_cast<Py_ssize_t>(payload_.size()), PyBUF_READ));
         Ref call = view ? Ref::steal(PyObject_CallOneArg(worker->loads, view.get())) : Ref();
         if (!call && view && PyErr_ExceptionMatches(PyExc_Exception)) {
-            // Perhaps it needs the program's __main__, which a worker loads only then.
+            // Perhaps it needs the program's __main__, which a worker loads only then. A copy of
+            // the bytes (rare path): the error's frames may outlive payload_, the view may not.
             Ref error = Ref::steal(PyErr_GetRaisedException());
-            call = Ref::steal(PyObject_CallMethod(worker->native, "loads_again", "OO", view.get(), error.get()));
+            Ref data = Ref::steal(PyBytes_FromStringAndSize(payload_.data(), static_cast<Py_ssize_t>(payload_.size())));
+            if (data)
+                call = Ref::steal(PyObject_CallMethod(worker->native, "loads_again", "OO", data.get(), error.get()));
         }
         view = Ref();
         std::string().swap(payload_);
@@ -333,7 +336,7 @@ bool Call::run_remote() {
                 Ref error = Ref::steal(PyErr_GetRaisedException());
                 Ref fallback;  // pickle refused it: try the ways calls cross (functions by code...)
                 if (error && PyErr_GivenExceptionMatches(error.get(), PyExc_Exception)) {
-                    fallback = Ref::steal(PyObject_CallMethod(worker->native, "dumps_value", "O", result.get()));
+                    fallback = Ref::steal(PyObject_CallMethod(worker->native, "dumps_value", "(O)", result.get()));
                     if (!fallback) PyErr_Clear();  // the first error is the one to report
                 }
                 if (fallback && PyBytes_Check(fallback.get())) {

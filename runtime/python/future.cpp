@@ -341,6 +341,27 @@ PyObject *get_outcome_part(PyObject *self, bool want_exception) {
     return value;
 }
 
+// (done, cancelled, result, exception) from one reading of the state: what 3.15's asyncio asks
+// of a concurrent future (Future._get_snapshot) when it copies its outcome. Native, so it neither
+// takes nor creates the future's condition.
+PyObject *future_get_snapshot(PyObject *self, PyObject *) {
+    Call::State state = as_future(self)->call->state();
+    switch (Call::futures_state_index(state)) {
+        case 4: {
+            bool is_exception;
+            Ref value = Ref::steal(outcome(as_future(self), &is_exception));
+            if (!value) return nullptr;
+            return is_exception ? Py_BuildValue("OOOO", Py_True, Py_False, Py_None, value.get())
+                                : Py_BuildValue("OOOO", Py_True, Py_False, value.get(), Py_None);
+        }
+        case 2:
+        case 3:
+            return Py_BuildValue("OOOO", Py_True, Py_True, Py_None, Py_None);
+        default:
+            return Py_BuildValue("OOOO", Py_False, Py_False, Py_None, Py_None);
+    }
+}
+
 PyObject *get_result(PyObject *self, void *) { return get_outcome_part(self, false); }
 PyObject *get_exception(PyObject *self, void *) { return get_outcome_part(self, true); }
 
@@ -393,6 +414,8 @@ PyMethodDef future_methods[] = {
      "For executors: mark running, or report a cancellation."},
     {"set_result", future_set_result, METH_O, "For executors: finish with a value."},
     {"set_exception", future_set_exception, METH_O, "For executors: finish with an exception."},
+    {"_get_snapshot", future_get_snapshot, METH_NOARGS,
+     "(done, cancelled, result, exception), atomically (asyncio, 3.15+)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

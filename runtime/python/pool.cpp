@@ -167,29 +167,47 @@ PyObject *shut_down_error() {
 }
 
 // A plain function that needs nothing but its code and the builtins (no closure, no defaults,
-// no globals) crosses to an interpreter worker by its code, as CPython 3.14's interpreters
+// no globals read) crosses to an interpreter worker by its code, as CPython 3.14's interpreters
 // share it: so functions defined under `if __name__ == "__main__":`, in -c code or locally work
-// as they do with the stdlib's InterpreterPoolExecutor. Decided once per code object (in
-// unirun._native) and cached; null (no error) for every other callable.
+// as they do with the stdlib's InterpreterPoolExecutor. unirun._native decides once per code
+// object: (how it crosses, the builtin names it reads), cached; each submit then checks that
+// this function's globals shadow none of those names. Null (no error) for every other callable.
 Ref function_by_code(ModuleState *state, PyObject *fn) {
-    if (!PyFunction_Check(fn) || PyFunction_GET_CLOSURE(fn)) return Ref();
+    if (!PyFunction_Check(fn)) return Ref();
+    Ref code, globals;
+    bool plain = true;
+    Py_BEGIN_CRITICAL_SECTION(fn);  // a concurrent fn.__defaults__ = ... must not free them mid-read
     PyObject *defaults = PyFunction_GET_DEFAULTS(fn), *kwdefaults = PyFunction_GET_KW_DEFAULTS(fn);
-    if ((defaults && PyTuple_GET_SIZE(defaults)) || (kwdefaults && PyDict_Check(kwdefaults) && PyDict_GET_SIZE(kwdefaults)))
-        return Ref();
-    PyObject *code = PyFunction_GET_CODE(fn);
+    plain = !PyFunction_GET_CLOSURE(fn) && !(defaults && PyTuple_GET_SIZE(defaults)) &&
+            !(kwdefaults && PyDict_Check(kwdefaults) && PyDict_GET_SIZE(kwdefaults));
+    code = Ref::steal(Py_NewRef(PyFunction_GET_CODE(fn)));
+    globals = Ref::steal(Py_NewRef(PyFunction_GET_GLOBALS(fn)));
+    Py_END_CRITICAL_SECTION();
+    if (!plain) return Ref();
     PyObject *known = nullptr;
-    if (PyDict_GetItemRef(state->by_code, code, &known) < 0) return Ref();
+    if (PyDict_GetItemRef(state->by_code, code.get(), &known) < 0) return Ref();
     if (!known) {
         Ref args = Ref::steal(PyTuple_Pack(1, fn));
         Ref decided = args ? call_native("function_by_code", args.get()) : Ref();
-        if (!decided) return Ref();
+        if (!decided) {
+            // Deciding failed (not an interrupt): pickle will carry it, or say why not.
+            if (!PyErr_ExceptionMatches(PyExc_Exception)) return Ref();
+            PyErr_Clear();
+            return Ref();
+        }
         if (PyDict_GET_SIZE(state->by_code) >= 4096) PyDict_Clear(state->by_code);  // bounded
-        if (PyDict_SetItem(state->by_code, code, decided.get()) < 0) return Ref();
+        if (PyDict_SetItem(state->by_code, code.get(), decided.get()) < 0) return Ref();
         known = decided.release();
     }
-    Ref result = Ref::steal(known);
-    if (result.get() == Py_None) return Ref();
-    return result;
+    Ref entry = Ref::steal(known);
+    if (!PyTuple_Check(entry.get()) || PyTuple_GET_SIZE(entry.get()) != 2) return Ref();  // None
+    PyObject *names = PyTuple_GET_ITEM(entry.get(), 1);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(names); ++i) {
+        int shadowed = PyDict_Check(globals.get()) ? PyDict_Contains(globals.get(), PyTuple_GET_ITEM(names, i)) : 1;
+        if (shadowed < 0) return Ref();
+        if (shadowed) return Ref();  // this function's module has its own: it crosses by name
+    }
+    return Ref::steal(Py_NewRef(PyTuple_GET_ITEM(entry.get(), 0)));
 }
 
 // submit(fn, args, kwargs) -> Future. For interpreter pools the call is pickled here, so an
@@ -446,8 +464,9 @@ std::string describe_current_error(const char *what) {
 }
 
 // In the creator's interpreter: unirun._native.worker_start_failed(pool, error) reports a
-// worker's failed start (an exception of the creator's interpreter) and returns the message
-// its tasks fail with.
+// worker's failed start (an exception of the creator's interpreter: the handler compat's
+// InterpreterPoolExecutor registered logs it and breaks the pool) and returns the message its
+// tasks fail with.
 std::string report_start_error(PoolObject *pool, PyObject *error) {
     Ref report = Ref::steal(PyTuple_Pack(2, reinterpret_cast<PyObject *>(pool), error));
     Ref message = report ? call_native("worker_start_failed", report.get()) : Ref();
@@ -456,12 +475,23 @@ std::string report_start_error(PoolObject *pool, PyObject *error) {
     return text;
 }
 
+// The same for a failure known only by its message (it could not be carried as an exception).
+std::string report_start_message(PoolObject *pool, const std::string &message) {
+    Ref error = Ref::steal(PyObject_CallFunction(PyExc_RuntimeError, "s", message.c_str()));
+    if (!error) return describe_current_error(message.c_str());
+    return report_start_error(pool, error.get());
+}
+
 // The same for a failure carried out of the worker's subinterpreter as bytes.
 std::string report_start_failure(PoolObject *pool, const std::string &failure) {
     Ref args = Ref::steal(Py_BuildValue("(Oy#)", Py_False, failure.data(),
                                         static_cast<Py_ssize_t>(failure.size())));
     Ref error = args ? call_native("loads_outcome", args.get()) : Ref();
-    if (!error) return describe_current_error("the interpreter worker could not start");
+    if (!error) {
+        PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(pool));
+        return report_start_message(pool, "an interpreter worker could not start (its exception "
+                                          "could not be rebuilt in the creator's interpreter)");
+    }
     return report_start_error(pool, error.get());
 }
 
@@ -472,12 +502,10 @@ void work_in_subinterpreter(PoolObject *pool) {
 
     std::string init;
     if (!worker_init_data(pool->initializer, &init)) {
-        if (PyErr_ExceptionMatches(PyExc_Exception)) {  // e.g. an initializer that cannot cross
-            Ref error = Ref::steal(PyErr_GetRaisedException());
-            context.broken = report_start_error(pool, error.get());
-        } else {
-            context.broken = describe_current_error("cannot prepare an interpreter worker");
-        }
+        // e.g. an initializer that cannot cross
+        Ref error = Ref::steal(PyErr_GetRaisedException());
+        context.broken = error ? report_start_error(pool, error.get())
+                               : report_start_message(pool, "cannot prepare an interpreter worker");
         current_worker = &context;
         PyThreadState *saved = nullptr;
         pool->core->work(park_hooks(&saved));
@@ -512,12 +540,13 @@ void work_in_subinterpreter(PoolObject *pool) {
     }
     if (!prepare_subinterpreter(init, &context)) {
         // The initializer (or the worker's own start) failed: carry the exception and its
-        // traceback home, leave the subinterpreter, and let the creator report it (compat's
-        // InterpreterPoolExecutor logs it and breaks, as the stdlib's does); the tasks this
-        // worker takes fail with BrokenInterpreterPool.
-        std::string failure;
+        // traceback home and report it there (compat's InterpreterPoolExecutor logs it and
+        // breaks, as the stdlib's does) while the subinterpreter still exists (ending it waits
+        // for threads the initializer may have started); then end it. The tasks this worker
+        // takes fail with BrokenInterpreterPool.
+        std::string failure, message;
         bool carried = false;
-        if (context.native && PyErr_ExceptionMatches(PyExc_Exception)) {
+        if (context.native && PyErr_Occurred()) {
             Ref error = Ref::steal(PyErr_GetRaisedException());
             Ref data = Ref::steal(PyObject_CallMethod(context.native, "exception_outcome", "OO",
                                                       error.get(), Py_False));
@@ -530,8 +559,14 @@ void work_in_subinterpreter(PoolObject *pool) {
                 PyErr_SetRaisedException(error.release());
             }
         }
-        if (!carried) context.broken = describe_current_error("the interpreter worker could not start");
+        if (!carried) message = describe_current_error("the interpreter worker could not start");
         PyErr_Clear();
+        {
+            SwitchTo creator(context.home);
+            context.broken = carried ? report_start_failure(pool, failure) : report_start_message(pool, message);
+            PyErr_Clear();
+        }
+        adopt_worker_thread(&context);  // the initializer may have imported threading: as below
         Py_CLEAR(context.native);
         Py_CLEAR(context.name);
         Py_CLEAR(context.loads);
@@ -539,7 +574,6 @@ void work_in_subinterpreter(PoolObject *pool) {
         Py_EndInterpreter(sub);
         PyEval_RestoreThread(context.home);
         context.in_subinterpreter = false;
-        if (carried) context.broken = report_start_failure(pool, failure);
         current_worker = &context;
         PyThreadState *saved = nullptr;
         pool->core->work(park_hooks(&saved));

@@ -206,7 +206,7 @@ class _CallPickler(pickle.Pickler):
         if kind is _FunctionType:
             by_code = function_by_code(obj)
             if by_code is not None:
-                return by_code.__reduce__()
+                return by_code[0].__reduce__()
         elif kind is memoryview:
             return _memoryview_from, (obj.tobytes(), obj.readonly, obj.format, obj.shape)
         return NotImplemented
@@ -228,15 +228,19 @@ class _ByCode:
 
 
 def function_by_code(fn):
-    """Called from C once per code object: how `fn` crosses to an interpreter worker by its
-    code, or None if it cannot. CPython 3.14's rule for sharing a function between
-    interpreters: no closure, no defaults, and every global name it reads is a builtin. It
-    then runs with the worker's own __main__ globals, as it would under the stdlib."""
-    if type(fn) is not _FunctionType or _why_not_stateless(fn) is not None:
+    """Called from C once per code object: (how `fn` crosses to an interpreter worker by its
+    code, the builtin names it reads), or None if it cannot. CPython 3.14's rule for sharing a
+    function between interpreters: no closure, no defaults, and every global name it reads is a
+    builtin. It then runs with the worker's own __main__ globals, as it would under the
+    stdlib. (C checks each function's globals against the names: a module may shadow one.)"""
+    if type(fn) is not _FunctionType:
+        return None
+    reason, names = _stateless(fn)
+    if reason is not None:
         return None
     import marshal
 
-    return _ByCode(marshal.dumps(fn.__code__))
+    return _ByCode(marshal.dumps(fn.__code__)), tuple(sorted(names))
 
 
 def _importable(fn):
@@ -248,27 +252,35 @@ def _importable(fn):
 
 
 def _why_not_stateless(fn):
-    """None when `fn` can be rebuilt from its code alone (no closure, no defaults, every
-    global name it or a function nested in it reads is a builtin); else the reason."""
+    """None when `fn` can be rebuilt from its code alone; else the reason."""
+    return _stateless(fn)[0]
+
+
+def _stateless(fn):
+    """(None, the builtin names it reads) when `fn` can be rebuilt from its code alone (no
+    closure, no defaults, every global name it or a function nested in it reads is a
+    builtin); else (the reason, None)."""
     import builtins
     import dis
 
     if fn.__closure__:
-        return "it is a closure (it uses variables of the function that defined it)"
+        return "it is a closure (it uses variables of the function that defined it)", None
     if fn.__defaults__ or fn.__kwdefaults__:
-        return "it has default argument values"
-    names = getattr(fn, "__builtins__", None)
-    names = names if isinstance(names, dict) else builtins.__dict__
+        return "it has default argument values", None
+    available = getattr(fn, "__builtins__", None)
+    available = available if isinstance(available, dict) else builtins.__dict__
+    names = set()
     codes = [fn.__code__]
     while codes:
         code = codes.pop()
         for instruction in dis.get_instructions(code):
             if instruction.opname == "LOAD_GLOBAL":  # as CPython counts: reads, not writes
                 name = instruction.argval
-                if name in fn.__globals__ or name not in names:
-                    return f"it uses the global {name!r}"
+                if name in fn.__globals__ or name not in available:
+                    return f"it uses the global {name!r}", None
+                names.add(name)
         codes.extend(c for c in code.co_consts if isinstance(c, type(code)))
-    return None
+    return None, names
 
 
 def _why_not_sent(value, error):
@@ -502,8 +514,19 @@ def worker_start_failed(pool, exc):
     of `exc`. Returns the message of the BrokenInterpreterPool its tasks fail with."""
     handler = _start_failure_handlers.get(pool) if _start_failure_handlers else None
     if handler is not None:
-        handler(exc)
+        try:
+            handler(exc)
+        except Exception as error:
+            sys.unraisablehook(_Unraisable(error, "reporting an interpreter worker's failed start"))
     return f"an interpreter worker could not start: {type(exc).__name__}: {exc}"
+
+
+class _Unraisable:
+    """What sys.unraisablehook takes."""
+
+    def __init__(self, exc, message):
+        self.exc_type, self.exc_value, self.exc_traceback = type(exc), exc, exc.__traceback__
+        self.err_msg, self.object = f"Exception ignored while {message}", None
 
 
 def prepare_worker(info):
@@ -539,7 +562,7 @@ def loads_again(data, error):
         try:
             _load_main(main_path, main_name)
         except BaseException as exc:
-            _main_failure = exc
+            _main_failure = exc.with_traceback(None)  # kept: no frames (nor their data) with it
             if not isinstance(exc, Exception):
                 raise
     if _main_failure is not None:

@@ -104,6 +104,44 @@ def test_interpreter_pool_executor_on_313(tmp_path):
 
 
 @needs_launcher
+@needs_native_interpreters
+def test_interpreter_pool_reports_like_the_stdlib_on_every_version():
+    # 3.14's contract, which compat's class keeps on 3.13 too: what cannot cross fails the
+    # future (NotShareableError), an initializer that fails, even with SystemExit, or cannot
+    # cross is logged and breaks the pool, and the caller goes on.
+    out = run("""
+        import concurrent.futures as cf, logging, operator, sys
+        class Show(logging.Handler):
+            def emit(self, record):
+                print("logged:", record.getMessage(), type(record.exc_info[1]).__name__)
+        logging.getLogger("concurrent.futures").addHandler(Show())
+        import _interpreters
+        captured = 1
+        with cf.InterpreterPoolExecutor(1) as ex:
+            f = ex.submit(lambda: captured)
+            print(type(f.exception()).__name__, isinstance(f.exception(), _interpreters.NotShareableError))
+            print(ex.submit(operator.add, 1, 2).result())
+        for init in (sys.exit, lambda: captured):
+            ex = cf.InterpreterPoolExecutor(1, initializer=init)
+            f = ex.submit(operator.add, 1, 2)
+            print(type(f.exception(timeout=60)).__name__, end=" ")
+            try:
+                ex.submit(operator.add, 1, 2)
+            except Exception as exc:
+                print(type(exc).__name__)
+            ex.shutdown()
+    """)
+    assert out.splitlines() == [
+        "NotShareableError True",
+        "3",
+        "logged: Exception in initializer: SystemExit",
+        "BrokenInterpreterPool BrokenInterpreterPool",
+        "logged: Exception in initializer: NotShareableError",
+        "BrokenInterpreterPool BrokenInterpreterPool",
+    ], out
+
+
+@needs_launcher
 def test_compat_off_is_the_pure_standard_library():
     source = """
         import concurrent.futures as cf, unirun.compat as compat

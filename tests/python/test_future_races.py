@@ -330,3 +330,19 @@ def test_result_raises_what_set_exception_stored(future_type, stored, raised):
         with pytest.raises(raised):
             future.result()
     assert future.exception() is stored
+
+
+def test_snapshot_as_python_3_15_takes_it(future_type):
+    # asyncio (3.15+) copies a concurrent future's outcome through Future._get_snapshot().
+    if not hasattr(future_type, "_get_snapshot"):
+        pytest.skip("the stdlib's Future has _get_snapshot from 3.15 on")
+    pending, cancelled, valued, failed = (future_type() for _ in range(4))
+    cancelled.cancel()
+    valued.set_result([1])
+    error = KeyError("k")
+    failed.set_exception(error)
+    assert pending._get_snapshot() == (False, False, None, None)
+    assert cancelled._get_snapshot() == (True, True, None, None)
+    assert valued._get_snapshot() == (True, False, [1], None)
+    assert failed._get_snapshot() == (True, False, None, error)
+    assert failed._get_snapshot()[3] is error

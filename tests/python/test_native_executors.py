@@ -287,6 +287,27 @@ def test_self_contained_functions_cross_by_their_code():
         # a memoryview (which pickle refuses) arrives as a copy of its bytes
         assert ex.submit(bytes, memoryview(b"abc")).result() == b"abc"
         assert ex.submit(tasks.identity, [local]).result()[0](1, 0) == [0, 1, 3]
+        # a result that only crosses that way, in a tuple (one argument, not unpacked)
+        pair = ex.submit(tasks.identity, (local, 4)).result()
+        assert pair[0](2, 1) == [1, 2, 3] and pair[1] == 4
+
+
+@needs_native_interpreters
+def test_a_module_that_shadows_a_builtin_keeps_its_own():
+    # The same code with other globals: the decision is cached per code object, but a module
+    # whose globals shadow a builtin the function reads makes it cross by name (here: refused).
+    import builtins
+    import types
+
+    source = compile("def f(x):\n    return sorted(x)\n", "<shadow>", "exec")
+    code = next(c for c in source.co_consts if isinstance(c, types.CodeType))
+    plain = types.FunctionType(code, {"__builtins__": builtins, "__name__": "plain"})
+    shadowing = types.FunctionType(code, {"__builtins__": builtins, "__name__": "mine",
+                                          "sorted": lambda x: "mine"})
+    with InterpreterExecutor(1) as ex:
+        assert ex.submit(plain, [2, 1]).result() == [1, 2]
+        with pytest.raises(TypeError, match="uses the global 'sorted'"):
+            ex.submit(shadowing, [2, 1])
 
 
 @needs_native_interpreters

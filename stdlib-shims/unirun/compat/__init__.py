@@ -73,10 +73,21 @@ def _patch_thread(module):
     _swap(module, "ThreadPoolExecutor", thread_pool.ThreadPoolExecutor)
 
 
+_EXECUTOR_MODULES = {"ThreadPoolExecutor": "thread", "ProcessPoolExecutor": "process",
+                     "InterpreterPoolExecutor": "interpreter"}
+
+
 def _patch_package(module):
-    # concurrent.futures resolves its executors lazily (a module __getattr__); wrap that, so
-    # nothing more is imported until a program asks for an executor.
+    # concurrent.futures resolves its executors lazily (a module __getattr__ up to 3.14, lazy
+    # imports from 3.15 on); wrap that, so nothing more is imported until a program asks for
+    # an executor.
     original = module.__dict__.get("__getattr__")
+    # 3.15: the names are lazy-import objects in the module's namespace. Left there, swapping
+    # them would import every executor module now; taken out, our __getattr__ resolves them.
+    lazy = {name for name in _EXECUTOR_MODULES
+            if type(module.__dict__.get(name)).__name__ == "lazy_import"}
+    for name in lazy:
+        _swap(module, name, _MISSING)
 
     def __getattr__(name):
         # 3.14+ records whether _interpreters imported (a program may block it): offer the
@@ -91,6 +102,10 @@ def _patch_package(module):
             from .process_pool import ProcessPoolExecutor
 
             return ProcessPoolExecutor
+        if name in lazy:  # the standard module's class (the hook adjusts the module on import)
+            import importlib
+
+            return getattr(importlib.import_module(f"{module.__name__}.{_EXECUTOR_MODULES[name]}"), name)
         if original is None:
             raise AttributeError(f"module {module.__name__!r} has no attribute {name!r}")
         return original(name)
@@ -142,10 +157,14 @@ def _adjusted(module_name):
 
 
 def _swap(module, name, value):
+    """Set (or with _MISSING, remove) module.name, keeping the original for uninstall()."""
     key = (module.__name__, name)
     if key not in _state["originals"]:
         _state["originals"][key] = module.__dict__.get(name, _MISSING)
-    setattr(module, name, value)
+    if value is _MISSING:
+        module.__dict__.pop(name, None)
+    else:
+        setattr(module, name, value)
 
 
 _MISSING = object()
