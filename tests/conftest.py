@@ -7,8 +7,15 @@ UNIRUN_TEST_BUILD points the tests at another build directory.
 import json
 import os
 import pathlib
+import signal
 
 import pytest
+
+# A shell's background job (CI runners, `make test &`) starts with SIGINT ignored, and every
+# child inherits that: the tests that interrupt python and unirun-python side by side would see
+# neither interrupted. Children get the default disposition again from a Python-level handler.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BUILD = pathlib.Path(os.environ.get("UNIRUN_TEST_BUILD", ROOT / "build"))

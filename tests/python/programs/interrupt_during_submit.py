@@ -2,6 +2,9 @@
 KeyboardInterrupt in the main thread every time (dask's threaded scheduler relies on it).
 tests/python/test_compat.py compares the output with plain python's."""
 import concurrent.futures as cf, os, signal, time
+# A shell's background job starts with SIGINT ignored, and python keeps that: ask for
+# KeyboardInterrupt whatever started us.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 def noop(): pass
 caught = 0
 for _ in range(20):
