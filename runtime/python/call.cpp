@@ -284,6 +284,21 @@ bool exception_outcome(WorkerContext *worker, bool loading, std::string *out) {
 
 }  // namespace
 
+// In the worker: the function a marshalled code stands for, rebuilt on first sight (by
+// unirun._native._function_from_code) and kept in the worker's own table; null on error.
+Ref function_from_code(WorkerContext *worker, PyObject *code) {
+    if (!PyBytes_Check(code)) return Ref();
+    if (!worker->by_code && !(worker->by_code = PyDict_New())) return Ref();
+    PyObject *known = nullptr;
+    if (PyDict_GetItemRef(worker->by_code, code, &known) < 0) return Ref();
+    if (known) return Ref::steal(known);
+    Ref fn = Ref::steal(PyObject_CallMethod(worker->native, "_function_from_code", "(O)", code));
+    if (!fn) return Ref();
+    if (PyDict_GET_SIZE(worker->by_code) >= 1024) PyDict_Clear(worker->by_code);  // bounded
+    if (PyDict_SetItem(worker->by_code, code, fn.get()) < 0) return Ref();
+    return fn;
+}
+
 void adopt_worker_thread(WorkerContext *worker) {
     if (worker->thread_adopted || !worker->native) return;
     PyObject *modules = PyImport_GetModuleDict();  // borrowed
@@ -318,15 +333,22 @@ bool Call::run_remote() {
         }
         view = Ref();
         std::string().swap(payload_);
-        if (!call || !PyTuple_Check(call.get()) || PyTuple_GET_SIZE(call.get()) != 3) {
+        // (callable, args, kwargs), or (None, args, kwargs, marshalled code) for a function that
+        // crosses by its code (rebuilt once per worker, see function_by_code in pool.cpp).
+        Ref fn;
+        if (call && PyTuple_Check(call.get()) && PyTuple_GET_SIZE(call.get()) == 4)
+            fn = function_from_code(worker, PyTuple_GET_ITEM(call.get(), 3));
+        else if (call && PyTuple_Check(call.get()) && PyTuple_GET_SIZE(call.get()) == 3)
+            fn = Ref::steal(Py_NewRef(PyTuple_GET_ITEM(call.get(), 0)));
+        if (!fn) {
             if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "malformed call");
             produced = exception_outcome(worker, true, &data);
         } else {
             adopt_worker_thread(worker);  // the call's module may have imported threading
             PyObject *kwargs = PyTuple_GET_ITEM(call.get(), 2);
-            Ref result = Ref::steal(PyObject_Call(PyTuple_GET_ITEM(call.get(), 0),
-                                                  PyTuple_GET_ITEM(call.get(), 1),
+            Ref result = Ref::steal(PyObject_Call(fn.get(), PyTuple_GET_ITEM(call.get(), 1),
                                                   kwargs == Py_None ? nullptr : kwargs));
+            fn = Ref();
             call = Ref();
             if (!result) {
                 produced = exception_outcome(worker, false, &data);

@@ -31,6 +31,7 @@ struct WorkerContext {
     // In the worker's subinterpreter (owned by the worker loop):
     PyObject *loads = nullptr;       // pickle.loads
     PyObject *dumps = nullptr;       // pickle.dumps
+    PyObject *by_code = nullptr;     // marshalled code -> the function rebuilt from it (a dict)
     PyObject *native = nullptr;      // unirun._native, for the slow paths
     PyObject *name = nullptr;        // the worker thread's name, as its creator sees it
     bool thread_adopted = false;     // threading, in the subinterpreter, knows this thread by name

@@ -170,7 +170,7 @@ PyObject *shut_down_error() {
 // no globals read) crosses to an interpreter worker by its code, as CPython 3.14's interpreters
 // share it: so functions defined under `if __name__ == "__main__":`, in -c code or locally work
 // as they do with the stdlib's InterpreterPoolExecutor. unirun._native decides once per code
-// object: (how it crosses, the builtin names it reads), cached; each submit then checks that
+// object: (its marshalled code, the builtin names it reads), cached; each submit then checks that
 // this function's globals shadow none of those names. Null (no error) for every other callable.
 Ref function_by_code(ModuleState *state, PyObject *fn) {
     if (!PyFunction_Check(fn)) return Ref();
@@ -233,8 +233,8 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         ModuleState *state = state_of(Py_TYPE(self));
         Ref by_code = function_by_code(state, args[0]);
         if (!by_code && PyErr_Occurred()) return nullptr;
-        Ref packed = Ref::steal(PyTuple_Pack(3, by_code ? by_code.get() : args[0], args[1],
-                                             kwargs ? kwargs : Py_None));
+        Ref packed = Ref::steal(by_code ? PyTuple_Pack(4, Py_None, args[1], kwargs ? kwargs : Py_None, by_code.get())
+                                        : PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
         Ref protocol = Ref::steal(PyLong_FromLong(5));
         if (!packed || !protocol) return nullptr;
         Ref payload = Ref::steal(
@@ -244,7 +244,8 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             // anything but an Exception (Ctrl-C while pickling) is the caller's.
             if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyErr_Clear();
-            payload = call_native("dumps_call", packed.get());
+            Ref call_parts = Ref::steal(PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
+            payload = call_parts ? call_native("dumps_call", call_parts.get()) : Ref();
             if (!payload) return nullptr;
         }
         char *data;
@@ -571,6 +572,7 @@ void work_in_subinterpreter(PoolObject *pool) {
         Py_CLEAR(context.name);
         Py_CLEAR(context.loads);
         Py_CLEAR(context.dumps);
+        Py_CLEAR(context.by_code);
         Py_EndInterpreter(sub);
         PyEval_RestoreThread(context.home);
         context.in_subinterpreter = false;
@@ -589,6 +591,7 @@ void work_in_subinterpreter(PoolObject *pool) {
     Py_CLEAR(context.name);
     Py_CLEAR(context.loads);
     Py_CLEAR(context.dumps);
+    Py_CLEAR(context.by_code);
     Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
     PyEval_RestoreThread(context.home);
 }

@@ -206,7 +206,7 @@ class _CallPickler(pickle.Pickler):
         if kind is _FunctionType:
             by_code = function_by_code(obj)
             if by_code is not None:
-                return by_code[0].__reduce__()
+                return _function_from_code, (by_code[0],)
         elif kind is memoryview:
             return _memoryview_from, (obj.tobytes(), obj.readonly, obj.format, obj.shape)
         return NotImplemented
@@ -215,21 +215,9 @@ class _CallPickler(pickle.Pickler):
 _FunctionType = type(lambda: None)
 
 
-class _ByCode:
-    """Stands for a function that crosses by its code (see function_by_code)."""
-
-    __slots__ = ("_data",)
-
-    def __init__(self, data):
-        self._data = data
-
-    def __reduce__(self):
-        return _function_from_code, (self._data,)
-
-
 def function_by_code(fn):
-    """Called from C once per code object: (how `fn` crosses to an interpreter worker by its
-    code, the builtin names it reads), or None if it cannot. CPython 3.14's rule for sharing a
+    """Called from C once per code object: (the marshalled code by which `fn` crosses to an
+    interpreter worker, the builtin names it reads), or None if it cannot. CPython 3.14's rule for sharing a
     function between interpreters: no closure, no defaults, and every global name it reads is a
     builtin. It then runs with the worker's own __main__ globals, as it would under the
     stdlib. (C checks each function's globals against the names: a module may shadow one.)"""
@@ -240,7 +228,7 @@ def function_by_code(fn):
         return None
     import marshal
 
-    return _ByCode(marshal.dumps(fn.__code__)), tuple(sorted(names))
+    return marshal.dumps(fn.__code__), tuple(sorted(names))
 
 
 def _importable(fn):
