@@ -404,13 +404,18 @@ scheduler::ParkHooks park_hooks(PyThreadState **saved) {
     return {[saved] { *saved = PyEval_SaveThread(); }, [saved] { PyEval_RestoreThread(*saved); }};
 }
 
-void work_in_this_interpreter(PoolObject *pool) {
-    WorkerContext context;
-    context.home = PyThreadState_Get();
-    current_worker = &context;
+// The worker loop with `context` as this thread's worker.
+void work_with(PoolObject *pool, WorkerContext *context) {
+    current_worker = context;
     PyThreadState *saved = nullptr;
     pool->core->work(park_hooks(&saved));
     current_worker = nullptr;
+}
+
+void work_in_this_interpreter(PoolObject *pool) {
+    WorkerContext context;
+    context.home = PyThreadState_Get();
+    work_with(pool, &context);
 }
 
 // What a new subinterpreter needs from its creator: sys.path and how to find __main__.
@@ -496,6 +501,19 @@ std::string report_start_failure(PoolObject *pool, const std::string &failure) {
     return report_start_error(pool, error.get());
 }
 
+// Leaves the worker's subinterpreter for good, back attached to the creator's thread state.
+void end_subinterpreter(WorkerContext *context, PyThreadState *sub) {
+    adopt_worker_thread(context);  // before teardown, while threading (if imported) still works
+    Py_CLEAR(context->native);
+    Py_CLEAR(context->name);
+    Py_CLEAR(context->loads);
+    Py_CLEAR(context->dumps);
+    Py_CLEAR(context->by_code);
+    Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
+    PyEval_RestoreThread(context->home);
+    context->in_subinterpreter = false;
+}
+
 void work_in_subinterpreter(PoolObject *pool) {
     WorkerContext context;
     context.home = PyThreadState_Get();
@@ -507,10 +525,7 @@ void work_in_subinterpreter(PoolObject *pool) {
         Ref error = Ref::steal(PyErr_GetRaisedException());
         context.broken = error ? report_start_error(pool, error.get())
                                : report_start_message(pool, "cannot prepare an interpreter worker");
-        current_worker = &context;
-        PyThreadState *saved = nullptr;
-        pool->core->work(park_hooks(&saved));
-        current_worker = nullptr;
+        work_with(pool, &context);
         return;
     }
 
@@ -533,10 +548,7 @@ void work_in_subinterpreter(PoolObject *pool) {
         context.broken = std::string("cannot create a subinterpreter: ") +
                          (status.err_msg ? status.err_msg : "unknown error");
         context.in_subinterpreter = false;
-        current_worker = &context;
-        PyThreadState *saved = nullptr;
-        pool->core->work(park_hooks(&saved));
-        current_worker = nullptr;
+        work_with(pool, &context);
         return;
     }
     if (!prepare_subinterpreter(init, &context)) {
@@ -567,33 +579,12 @@ void work_in_subinterpreter(PoolObject *pool) {
             context.broken = carried ? report_start_failure(pool, failure) : report_start_message(pool, message);
             PyErr_Clear();
         }
-        adopt_worker_thread(&context);  // the initializer may have imported threading: as below
-        Py_CLEAR(context.native);
-        Py_CLEAR(context.name);
-        Py_CLEAR(context.loads);
-        Py_CLEAR(context.dumps);
-        Py_CLEAR(context.by_code);
-        Py_EndInterpreter(sub);
-        PyEval_RestoreThread(context.home);
-        context.in_subinterpreter = false;
-        current_worker = &context;
-        PyThreadState *saved = nullptr;
-        pool->core->work(park_hooks(&saved));
-        current_worker = nullptr;
+        end_subinterpreter(&context, sub);  // the initializer may have imported threading
+        work_with(pool, &context);
         return;
     }
-    current_worker = &context;
-    PyThreadState *saved = nullptr;
-    pool->core->work(park_hooks(&saved));
-    current_worker = nullptr;
-    adopt_worker_thread(&context);  // before teardown, while threading (if imported) still works
-    Py_CLEAR(context.native);
-    Py_CLEAR(context.name);
-    Py_CLEAR(context.loads);
-    Py_CLEAR(context.dumps);
-    Py_CLEAR(context.by_code);
-    Py_EndInterpreter(sub);  // on this thread, as the C API requires; leaves no thread state
-    PyEval_RestoreThread(context.home);
+    work_with(pool, &context);
+    end_subinterpreter(&context, sub);
 }
 
 }  // namespace
