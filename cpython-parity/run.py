@@ -14,6 +14,7 @@ import argparse
 import json
 import pathlib
 import re
+import signal
 import subprocess
 import sys
 import tomllib
@@ -131,6 +132,11 @@ def run_suite(runtime, suite, waivers, jobs):
 
 def main():
     global LAUNCHER, OUT
+    # Started as a shell's background job, this process and every child would have SIGINT
+    # ignored, and the suites that interrupt python and unirun-python (or dask's own) would
+    # see no interrupt at all: children get the default disposition from a Python handler.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
                         help="the newest runtime of each build (default: both)")

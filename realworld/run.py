@@ -328,6 +328,11 @@ def fmt(result):
 
 
 def main():
+    # Started as a shell's background job, this process and every child would have SIGINT
+    # ignored, and the suites that interrupt python and unirun-python (or dask's own) would
+    # see no interrupt at all: children get the default disposition from a Python handler.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--modes", nargs="+", default=list(THREAD_MODES), choices=THREAD_MODES)
     parser.add_argument("--packages", nargs="+", help="package names (default: all of packages.toml)")
