@@ -45,8 +45,8 @@ void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
                    "managed|off: serve concurrent.futures executors from unirun (default managed), or "
                    "leave the standard library alone (env UNIRUN_COMPAT)");
     app.add_option("--process-pool", texts.process_pool,
-                   "processes|interpreters: what serves ProcessPoolExecutor under compat "
-                   "(default processes; env UNIRUN_PROCESS_POOL)");
+                   "processes|interpreters|stdlib: what serves ProcessPoolExecutor under compat "
+                   "(default processes: unirun's process workers; env UNIRUN_PROCESS_POOL)");
     app.add_option("--trace", texts.trace,
                    "append every decision (runtime, scopes, executors) to PATH as JSON Lines "
                    "(env UNIRUN_TRACE)");
@@ -125,9 +125,10 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
         options.compat = texts.compat;
     }
     if (app.count("--process-pool")) {
-        if (texts.process_pool != "processes" && texts.process_pool != "interpreters")
+        if (texts.process_pool != "processes" && texts.process_pool != "interpreters" &&
+            texts.process_pool != "stdlib")
             return UsageError{"--process-pool=" + texts.process_pool +
-                              " is not a process pool mode; use processes or interpreters"};
+                              " is not a process pool mode; use processes, interpreters or stdlib"};
         options.process_pool = texts.process_pool;
     }
     if (options.json && !options.list_runtimes)
@@ -137,7 +138,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
 
 std::string usage_line() {
     return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] "
-           "[--compat=managed|off] [--process-pool=processes|interpreters] [--trace=PATH] "
+           "[--compat=managed|off] [--process-pool=processes|interpreters|stdlib] [--trace=PATH] "
            "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
            "arguments]";
 }
@@ -195,9 +196,9 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
     if (options.process_pool) {
         request.process_pool = *options.process_pool;
     } else if (auto text = env("UNIRUN_PROCESS_POOL"); text && !text->empty()) {
-        if (*text != "processes" && *text != "interpreters")
+        if (*text != "processes" && *text != "interpreters" && *text != "stdlib")
             return UsageError{"UNIRUN_PROCESS_POOL=" + *text +
-                              " is not a process pool mode; set it to processes or interpreters, "
+                              " is not a process pool mode; set it to processes, interpreters or stdlib, "
                               "or unset it"};
         request.process_pool = *text;
     }

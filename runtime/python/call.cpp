@@ -1,5 +1,7 @@
 #include "python/call.hpp"
 
+#include "python/process.hpp"
+
 #include <marshal.h>
 
 #include <cmath>
@@ -85,6 +87,13 @@ Call::~Call() {
     release_owner_object(owner_, args_);
     release_owner_object(owner_, kwargs_);
     release_owner_object(owner_, value_);
+    for (PyObject *buffer : buffers_) release_owner_object(owner_, buffer);
+}
+
+void Call::drop_payload() {
+    std::string().swap(payload_);
+    for (PyObject *buffer : buffers_) Py_DECREF(buffer);
+    buffers_.clear();
 }
 
 void Call::set_call(PyObject *fn, PyObject *args, PyObject *kwargs) {
@@ -221,7 +230,9 @@ bool Call::run() {
     if (current_worker && !current_worker->broken.empty())
         fail_broken(current_worker->broken);
     else
-        ok = kind_ == Kind::Interpreter ? run_remote() : run_local();
+        ok = kind_ == Kind::Interpreter ? run_remote()
+             : kind_ == Kind::Process   ? current_worker->process->run(*this)
+                                        : run_local();
     // A callback's BaseException has nowhere to go on a worker (the stdlib's worker logs it).
     if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);
     return ok;
@@ -385,12 +396,16 @@ bool Call::run_remote() {
         fail_broken("the interpreter worker could not send the task's outcome back");
         return false;
     }
+    finish_remote(ok, std::move(data), encoding);
+    return ok;
+}
+
+void Call::finish_remote(bool ok, std::string data, Encoding encoding) {
     Delivery delivery;
     delivery.kind = ok ? Outcome::RemoteValue : Outcome::RemoteException;
     delivery.data = std::move(data);
     delivery.encoding = encoding;
     change(ok ? Event::Result : Event::Exception, &delivery, nullptr);
-    return ok;
 }
 
 void Call::fail_broken(const std::string &message) {

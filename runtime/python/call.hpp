@@ -21,8 +21,11 @@
 #include <condition_variable>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace unirun::python {
+
+class ProcessChild;
 
 // What a worker thread is, for the task it runs: set by the worker loop.
 struct WorkerContext {
@@ -36,6 +39,7 @@ struct WorkerContext {
     PyObject *name = nullptr;        // the worker thread's name, as its creator sees it
     bool thread_adopted = false;     // threading, in the subinterpreter, knows this thread by name
     std::string broken;              // set when the worker could not start: every task fails with it
+    ProcessChild *process = nullptr; // a process worker's child (attached to home, the owner)
 };
 
 // How a value crossed between interpreters: by marshal (exact for the simple built-in types,
@@ -55,7 +59,7 @@ void adopt_worker_thread(WorkerContext *worker);
 
 class Call : public scheduler::Task {
    public:
-    enum class Kind { Thread, Interpreter, Manual };
+    enum class Kind { Thread, Interpreter, Process, Manual };
     enum class Outcome { None, Value, Exception, RemoteValue, RemoteException, Broken };
     // What happens to a call, as concurrent.futures names it to waiters.
     enum class Event { Result, Exception, Cancel, Cancelled };
@@ -92,8 +96,18 @@ class Call : public scheduler::Task {
 
     // Thread kind: the call itself (owner objects, released as soon as it has run).
     void set_call(PyObject *fn, PyObject *args, PyObject *kwargs);
-    // Interpreter kind: the pickled (fn, args, kwargs).
+    // Interpreter and process kinds: the pickled (fn, args, kwargs), and for process calls the
+    // pickle's out-of-band buffers (owner memoryviews, C-contiguous), sent raw beside it.
     void set_payload(std::string payload) { payload_ = std::move(payload); }
+    void set_buffers(std::vector<PyObject *> buffers) { buffers_ = std::move(buffers); }
+    const std::string &payload() const { return payload_; }
+    const std::vector<PyObject *> &buffers() const { return buffers_; }
+    // Once sent: attached to the owner (the buffers are owner objects).
+    void drop_payload();
+
+    // An outcome encoded by a worker elsewhere (value or exception bytes): delivered as is,
+    // decoded by the owner when read.
+    void finish_remote(bool ok, std::string data, Encoding encoding);
 
     bool start() override;
     bool run() override;
@@ -191,6 +205,7 @@ class Call : public scheduler::Task {
 
     PyObject *fn_ = nullptr, *args_ = nullptr, *kwargs_ = nullptr;
     std::string payload_;
+    std::vector<PyObject *> buffers_;
     std::shared_ptr<Call> start_with_;
 
     Outcome outcome_ = Outcome::None;

@@ -108,7 +108,9 @@ PyObject *outcome(FutureObject *self, bool *is_exception) {
         Ref decoded;
         bool failed = false;
         if (call.outcome() == Call::Outcome::Broken) {
-            Ref args = Ref::steal(Py_BuildValue("(s)", call.broken_message().c_str()));
+            Ref args = Ref::steal(Py_BuildValue("(s#O)", call.broken_message().data(),
+                                                static_cast<Py_ssize_t>(call.broken_message().size()),
+                                                call.kind() == Call::Kind::Process ? Py_True : Py_False));
             decoded = args ? call_native("broken_error", args.get()) : Ref();
             failed = true;
         } else if (call.outcome() == Call::Outcome::RemoteValue) {

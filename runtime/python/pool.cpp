@@ -2,6 +2,7 @@
 
 #include "python/call.hpp"
 #include "python/future.hpp"
+#include "python/process.hpp"
 #include "python/state.hpp"
 
 #include <marshal.h>
@@ -18,7 +19,7 @@ namespace unirun::python {
 
 namespace {
 
-enum class PoolKind { Threads, Interpreters };
+enum class PoolKind { Threads, Interpreters, Processes };
 
 struct PoolObject {
     PyObject_HEAD
@@ -32,6 +33,10 @@ struct PoolObject {
     PyObject *interrupt;
     PyObject *initializer;   // called by each worker before its first task, or None
     std::atomic<int> *spawned;
+    long max_tasks_per_child;  // processes: tasks a child runs before it is replaced (0: no limit)
+    // The stdlib's own rules, for compat's ProcessPoolExecutor: functions cross by pickle only
+    // (not by their code), and a child's call or result that cannot be unpickled breaks the pool.
+    bool strict;
 #if PY_VERSION_HEX < 0x030C0000
     PyObject *weakrefs;      // 3.11 has no managed weak references
 #endif
@@ -73,14 +78,22 @@ bool spawn_worker(PyObject *self) {
 }
 
 PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
-    static const char *keywords[] = {"kind", "max_workers", "name_prefix", "initializer", nullptr};
+    static const char *keywords[] = {"kind", "max_workers", "name_prefix", "initializer",
+                                     "max_tasks_per_child", "strict", nullptr};
     const char *kind;
     Py_ssize_t max_workers;
     PyObject *name_prefix;
     PyObject *initializer = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "snU|O:Pool", const_cast<char **>(keywords), &kind,
-                                     &max_workers, &name_prefix, &initializer))
+    long max_tasks_per_child = 0;
+    int strict = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "snU|O$lp:Pool", const_cast<char **>(keywords), &kind,
+                                     &max_workers, &name_prefix, &initializer, &max_tasks_per_child,
+                                     &strict))
         return nullptr;
+    if (max_tasks_per_child < 0) {
+        PyErr_SetString(PyExc_ValueError, "max_tasks_per_child must be >= 1, or 0 for no limit");
+        return nullptr;
+    }
     if (initializer != Py_None && !PyCallable_Check(initializer)) {
         PyErr_SetString(PyExc_TypeError, "initializer must be a callable");
         return nullptr;
@@ -96,8 +109,10 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
             return nullptr;
         }
         pool_kind = PoolKind::Interpreters;
+    } else if (std::string_view(kind) == "processes") {
+        pool_kind = PoolKind::Processes;
     } else {
-        PyErr_Format(PyExc_ValueError, "Pool kind must be 'threads' or 'interpreters', not %R",
+        PyErr_Format(PyExc_ValueError, "Pool kind must be 'threads', 'interpreters' or 'processes', not %R",
                      PyTuple_GET_ITEM(args, 0));
         return nullptr;
     }
@@ -113,6 +128,8 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
     pool->kind = pool_kind;
     pool->name_prefix = Py_NewRef(name_prefix);
     pool->initializer = Py_NewRef(initializer);
+    pool->max_tasks_per_child = max_tasks_per_child;
+    pool->strict = strict;
     pool->threads = PyList_New(0);
     pool->spawned = new std::atomic<int>(0);
     // The spawner holds the Python object weakly: threads hold it strongly while they run.
@@ -231,7 +248,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call->set_call(args[0], args[1], kwargs);
     } else {
         ModuleState *state = state_of(Py_TYPE(self));
-        Ref by_code = function_by_code(state, args[0]);
+        Ref by_code = pool->strict ? Ref() : function_by_code(state, args[0]);
         if (!by_code && PyErr_Occurred()) return nullptr;
         Ref packed = Ref::steal(by_code ? PyTuple_Pack(4, Py_None, args[1], kwargs ? kwargs : Py_None, by_code.get())
                                         : PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
@@ -244,14 +261,17 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             // anything but an Exception (Ctrl-C while pickling) is the caller's.
             if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyErr_Clear();
-            Ref call_parts = Ref::steal(PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
+            Ref call_parts = Ref::steal(PyTuple_Pack(4, args[0], args[1], kwargs ? kwargs : Py_None,
+                                                     pool->strict ? Py_True : Py_False));
             payload = call_parts ? call_native("dumps_call", call_parts.get()) : Ref();
             if (!payload) return nullptr;
         }
         char *data;
         Py_ssize_t size;
         if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) return nullptr;
-        call = std::make_shared<Call>(Call::Kind::Interpreter, PyInterpreterState_Get());
+        call = std::make_shared<Call>(pool->kind == PoolKind::Processes ? Call::Kind::Process
+                                                                         : Call::Kind::Interpreter,
+                                      PyInterpreterState_Get());
         call->set_payload(std::string(data, static_cast<size_t>(size)));
     }
     if (nargs == 4 && args[3] != Py_None)
@@ -336,7 +356,16 @@ PyObject *pool_get_max_workers(PyObject *self, void *) {
 }
 
 PyObject *pool_get_kind(PyObject *self, void *) {
-    return PyUnicode_FromString(as_pool(self)->kind == PoolKind::Threads ? "threads" : "interpreters");
+    switch (as_pool(self)->kind) {
+        case PoolKind::Threads: return PyUnicode_FromString("threads");
+        case PoolKind::Interpreters: return PyUnicode_FromString("interpreters");
+        default: return PyUnicode_FromString("processes");
+    }
+}
+
+PyObject *pool_get_max_tasks_per_child(PyObject *self, void *) {
+    long value = as_pool(self)->max_tasks_per_child;
+    return value ? PyLong_FromLong(value) : Py_NewRef(Py_None);
 }
 
 PyObject *pool_get_initializer(PyObject *self, void *) {
@@ -362,7 +391,9 @@ PyMethodDef pool_methods[] = {
 PyGetSetDef pool_getset[] = {
     {"threads", pool_get_threads, nullptr, "the worker threads started so far", nullptr},
     {"max_workers", pool_get_max_workers, nullptr, "the most workers this pool starts", nullptr},
-    {"kind", pool_get_kind, nullptr, "'threads' or 'interpreters'", nullptr},
+    {"kind", pool_get_kind, nullptr, "'threads', 'interpreters' or 'processes'", nullptr},
+    {"max_tasks_per_child", pool_get_max_tasks_per_child, nullptr,
+     "processes: tasks a child runs before it is replaced, or None", nullptr},
     {"is_shut_down", pool_get_shut_down, nullptr, "True once shutdown() was called", nullptr},
     {"initializer", pool_get_initializer, nullptr, "called by each worker first, or None", nullptr},
     {nullptr, nullptr, nullptr, nullptr, nullptr},
@@ -469,38 +500,6 @@ std::string describe_current_error(const char *what) {
     return message;
 }
 
-// In the creator's interpreter: unirun._native.worker_start_failed(pool, error) reports a
-// worker's failed start (an exception of the creator's interpreter: the handler compat's
-// InterpreterPoolExecutor registered logs it and breaks the pool) and returns the message its
-// tasks fail with.
-std::string report_start_error(PoolObject *pool, PyObject *error) {
-    Ref report = Ref::steal(PyTuple_Pack(2, reinterpret_cast<PyObject *>(pool), error));
-    Ref message = report ? call_native("worker_start_failed", report.get()) : Ref();
-    const char *text = message ? PyUnicode_AsUTF8(message.get()) : nullptr;
-    if (!text) return describe_current_error("the interpreter worker could not start");
-    return text;
-}
-
-// The same for a failure known only by its message (it could not be carried as an exception).
-std::string report_start_message(PoolObject *pool, const std::string &message) {
-    Ref error = Ref::steal(PyObject_CallFunction(PyExc_RuntimeError, "s", message.c_str()));
-    if (!error) return describe_current_error(message.c_str());
-    return report_start_error(pool, error.get());
-}
-
-// The same for a failure carried out of the worker's subinterpreter as bytes.
-std::string report_start_failure(PoolObject *pool, const std::string &failure) {
-    Ref args = Ref::steal(Py_BuildValue("(Oy#)", Py_False, failure.data(),
-                                        static_cast<Py_ssize_t>(failure.size())));
-    Ref error = args ? call_native("loads_outcome", args.get()) : Ref();
-    if (!error) {
-        PyErr_WriteUnraisable(reinterpret_cast<PyObject *>(pool));
-        return report_start_message(pool, "an interpreter worker could not start (its exception "
-                                          "could not be rebuilt in the creator's interpreter)");
-    }
-    return report_start_error(pool, error.get());
-}
-
 // Leaves the worker's subinterpreter for good, back attached to the creator's thread state.
 void end_subinterpreter(WorkerContext *context, PyThreadState *sub) {
     adopt_worker_thread(context);  // before teardown, while threading (if imported) still works
@@ -523,8 +522,8 @@ void work_in_subinterpreter(PoolObject *pool) {
     if (!worker_init_data(pool->initializer, &init)) {
         // e.g. an initializer that cannot cross
         Ref error = Ref::steal(PyErr_GetRaisedException());
-        context.broken = error ? report_start_error(pool, error.get())
-                               : report_start_message(pool, "cannot prepare an interpreter worker");
+        context.broken = error ? report_start_error(reinterpret_cast<PyObject *>(pool), error.get())
+                               : report_start_message(reinterpret_cast<PyObject *>(pool), "cannot prepare an interpreter worker");
         work_with(pool, &context);
         return;
     }
@@ -576,7 +575,7 @@ void work_in_subinterpreter(PoolObject *pool) {
         PyErr_Clear();
         {
             SwitchTo creator(context.home);
-            context.broken = carried ? report_start_failure(pool, failure) : report_start_message(pool, message);
+            context.broken = carried ? report_start_failure(reinterpret_cast<PyObject *>(pool), failure) : report_start_message(reinterpret_cast<PyObject *>(pool), message);
             PyErr_Clear();
         }
         end_subinterpreter(&context, sub);  // the initializer may have imported threading
@@ -587,7 +586,50 @@ void work_in_subinterpreter(PoolObject *pool) {
     end_subinterpreter(&context, sub);
 }
 
+// A process worker: this thread, attached to the pool's interpreter, drives one child process.
+void work_with_a_process(PoolObject *pool) {
+    WorkerContext context;
+    context.home = PyThreadState_Get();
+    ProcessChild child(reinterpret_cast<PyObject *>(pool), pool->max_tasks_per_child, pool->strict);
+    context.process = &child;
+    child.start(&context.broken);  // at once, so a failing initializer is reported at once
+    work_with(pool, &context);
+    child.stop();
+}
+
 }  // namespace
+
+// In the creator's interpreter: unirun._native.worker_start_failed(pool, error) reports a
+// worker's failed start (an exception of the creator's interpreter: the handler compat's
+// InterpreterPoolExecutor registered logs it and breaks the pool) and returns the message its
+// tasks fail with.
+std::string report_start_error(PyObject *pool, PyObject *error) {
+    Ref report = Ref::steal(PyTuple_Pack(2, pool, error));
+    Ref message = report ? call_native("worker_start_failed", report.get()) : Ref();
+    const char *text = message ? PyUnicode_AsUTF8(message.get()) : nullptr;
+    if (!text) return describe_current_error("the worker could not start");
+    return text;
+}
+
+// The same for a failure known only by its message (it could not be carried as an exception).
+std::string report_start_message(PyObject *pool, const std::string &message) {
+    Ref error = Ref::steal(PyObject_CallFunction(PyExc_RuntimeError, "s", message.c_str()));
+    if (!error) return describe_current_error(message.c_str());
+    return report_start_error(pool, error.get());
+}
+
+// The same for a failure carried out of the worker's subinterpreter as bytes.
+std::string report_start_failure(PyObject *pool, const std::string &failure) {
+    Ref args = Ref::steal(Py_BuildValue("(Oy#)", Py_False, failure.data(),
+                                        static_cast<Py_ssize_t>(failure.size())));
+    Ref error = args ? call_native("loads_outcome", args.get()) : Ref();
+    if (!error) {
+        PyErr_WriteUnraisable(pool);
+        return report_start_message(pool, "a worker could not start (its exception could not be "
+                                          "rebuilt in the creator's interpreter)");
+    }
+    return report_start_error(pool, error.get());
+}
 
 PyObject *make_pool_type(PyObject *module) {
     return PyType_FromModuleAndSpec(module, &pool_spec, nullptr);
@@ -602,8 +644,10 @@ PyObject *work(PyObject *module, PyObject *pool_object) {
     PoolObject *pool = as_pool(pool_object);
     if (pool->kind == PoolKind::Threads)
         work_in_this_interpreter(pool);
-    else
+    else if (pool->kind == PoolKind::Interpreters)
         work_in_subinterpreter(pool);
+    else
+        work_with_a_process(pool);
     Py_RETURN_NONE;
 }
 

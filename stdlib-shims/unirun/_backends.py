@@ -41,7 +41,7 @@ def flavor_of(executor) -> str:
         return "none"
     if names & {"InterpreterPoolExecutor", "InterpreterExecutor"}:
         return "interpreters"
-    if isinstance(executor, concurrent.futures.ProcessPoolExecutor):
+    if names & {"ProcessPoolExecutor", "ProcessExecutor"}:
         return "processes"
     return "threads"
 
@@ -51,6 +51,10 @@ def make_executor(flavor: str, workers: int, name: Optional[str], caps: Capabili
     prefix = name or ""
     if flavor == "none":
         return InlineExecutor(), "unirun.InlineExecutor"
+    if flavor == "processes" and caps.under_launcher:
+        from ._executors import ProcessExecutor
+
+        return ProcessExecutor(workers, thread_name_prefix=prefix), "unirun.ProcessExecutor"
     if flavor == "processes":
         # Not fork: forking a process that runs worker threads or subinterpreters is unsafe
         # (CPython clears the other interpreters in the child without their thread states).

@@ -38,6 +38,8 @@ REASONS = {
     "subinterpreter-refused-processes": "--process-pool=interpreters: this task cannot run in a subinterpreter, so it runs in a real process pool",
     "mp-context-processes": "--process-pool=interpreters: the pool was given an explicit mp_context, which only real processes started that way honour, so the whole pool runs on real processes",
     "no-subinterpreters-processes": "--process-pool=interpreters on a runtime without usable own-GIL subinterpreters (Python 3.11, 3.12 before 3.12.4): the whole pool runs on real processes",
+    "process-worker-replaced": "a worker process of a unirun process executor died: its task failed with BrokenProcessPool, and the worker starts a new process for its next task",
+    "fork-processes": "the process pool asks for the fork start method, whose workers inherit the parent's state: the standard library's ProcessPoolExecutor serves it",
     "initargs-processes": "--process-pool=interpreters: the pool's initializer or initargs cannot be sent to a subinterpreter (they must be inherited by a process), so the whole pool runs on real processes",
 }
 

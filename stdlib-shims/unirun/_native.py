@@ -29,15 +29,19 @@ def start_worker(pool, name):
     _live_pools.add(pool)
     if pool.kind == "interpreters":
         _prepare_for_fork()
-    if pool.initializer is None or pool.kind == "interpreters":  # those run it in their interpreter
+    if pool.initializer is None or pool.kind != "threads":  # the others run it where they work
         thread = threading.Thread(target=_unirun._work, args=(pool,), name=name)
     else:
         thread = threading.Thread(target=_initialize_then_work, args=(pool,), name=name)
+    if pool.kind == "processes":
+        prestart_process_child(pool)
     try:
         thread.start()  # last: once the thread runs, the pool counts it
     except BaseException as exc:
         handle = getattr(thread, "_handle", None)
         if isinstance(exc, Exception) or not getattr(handle, "ident", 0):
+            if pool.kind == "processes":
+                _drop_prestarted(pool)
             raise  # it never started
         # It runs (a signal handler raised while start() waited for it): it counts, and the
         # submit that started it raises the interrupt once its task is queued.
@@ -140,11 +144,19 @@ def log_unexpected_state(future, state):
     LOGGER.critical("Future %s in unexpected state: %s", id(future), state)
 
 
-def broken_error(message):
-    """The exception of a task whose interpreter worker could not start."""
-    from unirun.compat.interpreter_pool import BrokenInterpreterPool
-
-    return BrokenInterpreterPool(message)
+def broken_error(message, processes=False):
+    """The exception of a task whose worker could not start or whose worker process died:
+    BrokenProcessPool for process workers, BrokenInterpreterPool for interpreter workers. A
+    message may carry a detail after a NUL (how the process ended): it becomes a note."""
+    message, _, detail = message.partition("\0")
+    if processes:
+        from concurrent.futures.process import BrokenProcessPool as broken
+    else:
+        from unirun.compat.interpreter_pool import BrokenInterpreterPool as broken
+    error = broken(message)
+    if detail:
+        error.add_note(detail)
+    return error
 
 
 # --- moving calls between interpreters --------------------------------------------------
@@ -167,16 +179,21 @@ class CannotSendError(TypeError):
     """A call that cannot be sent to an interpreter worker (raised by submit)."""
 
 
-def dumps_call(fn, args, kwargs):
+def dumps_call(fn, args, kwargs, strict=False):
     """Pickle a call for an interpreter worker when plain pickle cannot (C tries that first).
 
     Objects that cross between CPython's own interpreters (3.14) though pickle refuses them
     travel another way: functions without closures, defaults or globals by their code (local
     functions and lambdas, as 3.14's InterpreterPoolExecutor shares them), memoryviews as a
-    copy of their bytes. Anything else that cannot be pickled is named in the error."""
+    copy of their bytes. Anything else that cannot be pickled is named in the error. strict
+    (compat's process pool): no other way; the error is caused by pickle's own."""
     try:
+        if strict:
+            return pickle.dumps((fn, args, kwargs), protocol=5)
         return _dumps_with_fallbacks((fn, args, kwargs))
     except Exception as exc:
+        if strict:
+            raise CannotSendError(f"cannot send the call to a worker process: {exc}") from exc
         parts = [("callable", fn)]
         parts += [(f"argument {i}", a) for i, a in enumerate(args)]
         parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
@@ -324,10 +341,11 @@ class WorkerError(Exception):
     """Stands for a worker's exception that could not be sent back as itself."""
 
 
-def exception_outcome(exc, loading):
-    """In an interpreter worker: the bytes that carry `exc` (and its traceback) back."""
-    _explain(exc, loading)
-    return _dumps_exception(exc)
+def exception_outcome(exc, loading, origin="interpreter"):
+    """In a worker (an interpreter's, or a worker process when `origin` is "process"): the
+    bytes that carry `exc` (and its traceback) back."""
+    _explain(exc, loading, origin)
+    return _dumps_exception(exc, origin)
 
 
 def dumps_value(result):
@@ -336,14 +354,16 @@ def dumps_value(result):
     return _dumps_with_fallbacks(result)
 
 
-def value_outcome_error(result, exc):
-    """In an interpreter worker: the error for a result that cannot be pickled."""
+def value_outcome_error(result, exc, origin="interpreter"):
+    """In a worker: the error for a result that cannot be pickled."""
+    where = "worker process" if origin == "process" else "interpreter worker"
     error = TypeError(f"the result {_short_repr(result)} cannot be sent back from the "
-                      f"interpreter worker: {exc}")
-    return _dumps_exception(error)
+                      f"{where}: {exc}")
+    error.__cause__ = exc
+    return _dumps_exception(error, origin)
 
 
-def _explain(exc, loading):
+def _explain(exc, loading, origin="interpreter"):
     """Add what to do to the errors that only interpreter workers raise."""
     if isinstance(exc, ImportError) and "does not support loading in subinterpreters" in str(exc):
         import re
@@ -360,23 +380,24 @@ def _explain(exc, loading):
         except AttributeError:
             pass
     if loading and isinstance(exc, (AttributeError, ImportError)) and "subinterpreter" not in str(exc):
-        exc.add_note("unirun: the interpreter worker could not load the callable; functions must "
+        where = "worker process" if origin == "process" else "interpreter worker"
+        exc.add_note(f"unirun: the {where} could not load the callable; functions must "
                      "be importable by name (code given with -c or typed at the REPL is not)")
 
 
-def _dumps_exception(exc):
+def _dumps_exception(exc, origin="interpreter"):
     import traceback
 
     tb = "".join(traceback.format_exception(exc))
     try:
-        data = pickle.dumps((exc, tb), protocol=5)
+        data = pickle.dumps((exc, tb, origin), protocol=5)
         pickle.loads(data)  # some exceptions pickle but cannot be rebuilt: find out here
         return data
     except Exception:
         stand_in = WorkerError(f"{type(exc).__module__}.{type(exc).__qualname__}: {exc}")
         if getattr(exc, "_unirun_stage", None):
             stand_in._unirun_stage = exc._unirun_stage
-        return pickle.dumps((stand_in, tb), protocol=5)
+        return pickle.dumps((stand_in, tb, origin), protocol=5)
 
 
 def loads_outcome(ok, data):
@@ -385,7 +406,14 @@ def loads_outcome(ok, data):
     3.14+). A call the worker could not even load fails as CPython's InterpreterPoolExecutor
     reports it: NotShareableError, caused by the error that stopped it. (Values are decoded in
     C: marshal for simple built-in types, else pickle.)"""
-    exc, tb = pickle.loads(data)
+    exc, tb, origin = pickle.loads(data)
+    if origin == "process":
+        # As the stdlib's process pool: the worker's traceback as the cause. A call the worker
+        # could not load fails with the error that stopped it.
+        from concurrent.futures.process import _RemoteTraceback
+
+        exc.__cause__ = _RemoteTraceback(f'\n"""\n{tb}"""')
+        return exc
     exc.__cause__ = _remote_cause(exc, tb)
     if getattr(exc, "_unirun_stage", None) != "load":
         return exc
@@ -506,7 +534,194 @@ def worker_start_failed(pool, exc):
             handler(exc)
         except Exception as error:
             sys.unraisablehook(_Unraisable(error, "reporting an interpreter worker's failed start"))
-    return f"an interpreter worker could not start: {type(exc).__name__}: {exc}"
+    what = "a worker process" if pool.kind == "processes" else "an interpreter worker"
+    return f"{what} could not start: {type(exc).__name__}: {exc}"
+
+
+# --- process workers (runtime/python/process.cpp, unirun/_process_child.py) -------------
+
+_process_settings = None  # weakref.WeakKeyDictionary: pool -> _ProcessSettings
+
+
+class _ProcessSettings:
+    """How the children of one process pool start and behave (set_process_settings)."""
+
+    def __init__(self, context, strict):
+        self.context = context
+        self.strict = strict
+        self.children = {}  # pid -> multiprocessing Process, while it runs (compat's _processes)
+        self.prestarted = []  # children started by a submit, for the worker thread it starts
+
+
+def set_process_settings(pool, context=None, strict=False):
+    """Children of `pool` start with `context` (a multiprocessing context; default forkserver
+    where available, else spawn: never fork). strict: exactly the stdlib's process pool rules
+    (a call the child cannot unpickle, or a result the parent cannot, breaks the pool; no
+    functions by code). Returns the settings (their `children` dict is live)."""
+    global _process_settings
+    if context is None:
+        import multiprocessing
+
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+    settings = _ProcessSettings(context, strict)
+    with _live_pools_lock:
+        if _process_settings is None:
+            import weakref
+
+            _process_settings = weakref.WeakKeyDictionary()
+        _process_settings[pool] = settings
+    return settings
+
+
+def _settings_of(pool):
+    settings = _process_settings.get(pool) if _process_settings else None
+    return settings if settings is not None else set_process_settings(pool)
+
+
+def prestart_process_child(pool):
+    """In the submitting thread, as the stdlib's pool does: start the child of the worker
+    thread this submit starts (so the pool's processes are there when submit returns)."""
+    settings = _settings_of(pool)
+    child = _start_child(pool, settings)
+    with _live_pools_lock:
+        settings.prestarted.append(child)
+
+
+def start_process_child(pool):
+    """Called from C on a worker thread of `pool`: the child it drives (one a submit started,
+    or a new one): (its multiprocessing Process, the fd to write calls to, the fd to read
+    outcomes from)."""
+    settings = _settings_of(pool)
+    with _live_pools_lock:
+        if settings.prestarted:
+            return settings.prestarted.pop(0)
+    return _start_child(pool, settings)
+
+
+def _start_child(pool, settings):
+    """A child by the pool's multiprocessing context, as the stdlib's pool starts its workers
+    (so the initializer and its arguments, a Queue say, travel as its workers' do, with the
+    parent's authkey): spawn and forkserver start it through sys.executable, i.e. unirun-python
+    on this runtime. Its two pipe ends are passed to it alone; ours are close-on-exec."""
+    import os
+
+    from . import _process_child
+
+    context = settings.context
+    calls_in, calls_out = context.Pipe(duplex=False)
+    outcomes_in, outcomes_out = context.Pipe(duplex=False)
+    try:
+        process = context.Process(
+            target=_process_child.serve, args=(calls_in, outcomes_out, pool.initializer, settings.strict))
+        process.start()
+        to_child, from_child = os.dup(calls_out.fileno()), os.dup(outcomes_in.fileno())
+    finally:
+        for connection in (calls_in, calls_out, outcomes_in, outcomes_out):
+            connection.close()
+    with _live_pools_lock:
+        settings.children[process.pid] = process
+    return process, to_child, from_child
+
+
+def _drop_prestarted(pool):
+    import os
+
+    settings = _settings_of(pool)
+    with _live_pools_lock:
+        child = settings.prestarted.pop() if settings.prestarted else None
+    if child is not None:
+        process, to_child, from_child = child
+        os.close(to_child)
+        os.close(from_child)
+        reap_process_child(pool, process, kill=True)
+
+
+def reap_process_child(pool, process, kill=False):
+    """Called from C: wait for a child that was told to leave (or has died); its exit code."""
+    if kill:
+        process.kill()
+    process.join()
+    settings = _settings_of(pool)
+    with _live_pools_lock:
+        if settings.children.get(process.pid) is process:
+            del settings.children[process.pid]
+    return process.exitcode
+
+
+_child_death_handlers = None  # weakref.WeakKeyDictionary: pool -> handler(error)
+
+
+def on_child_death(pool, handler):
+    """Have handler(error) called (on the worker's thread, in the pool's interpreter) when a
+    child of `pool` dies; `error` is the BrokenProcessPool its running task fails with. Without
+    a handler the worker starts a new child for its next task (traced)."""
+    global _child_death_handlers
+    with _live_pools_lock:
+        if _child_death_handlers is None:
+            import weakref
+
+            _child_death_handlers = weakref.WeakKeyDictionary()
+        _child_death_handlers[pool] = handler
+
+
+def describe_exit(pid, returncode):
+    if returncode is None:
+        return f"the worker process {pid} is still running"
+    if returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the worker process {pid} was killed by {name}"
+    return f"the worker process {pid} exited with code {returncode}"
+
+
+def process_child_died(pool, process, task, cause=None):
+    """Called from C: the child of a worker of `pool` ended unasked (its pipe closed), while it
+    ran a task if `task`; or (with `cause`) the parent could not decode what it sent, under the
+    stdlib's rules. Reaps it and returns the message its task fails with (the stdlib's text,
+    then after a NUL how the child ended). The pool's handler (compat: break the pool, as the
+    stdlib's does) runs first; without one the worker replaces the child (traced)."""
+    returncode = reap_process_child(pool, process, kill=cause is not None)
+    detail = describe_exit(process.pid, returncode)
+    if cause is not None:
+        detail = f"its result could not be decoded: {type(cause).__name__}: {cause}"
+    if task:
+        message = ("A process in the process pool was terminated abruptly while the future was "
+                   "running or pending.")
+    else:
+        message = "A child process terminated abruptly, the process pool is not usable anymore"
+    handler = _child_death_handlers.get(pool) if _child_death_handlers else None
+    if handler is not None:
+        try:
+            handler(broken_error(f"{message}\0{detail}", True))
+        except Exception as error:
+            sys.unraisablehook(_Unraisable(error, "reporting a worker process's death"))
+    else:
+        _trace_replacement(pool, detail)
+    return f"{message}\0unirun: {detail}"
+
+
+def _trace_replacement(pool, detail):
+    try:
+        from . import _trace
+        from ._capabilities import capabilities
+        from ._config import RuntimeConfig
+        from ._decide import Request, decide
+
+        config = RuntimeConfig.from_env()
+        trace = decide(Request(flavor="processes", name="process-worker-replaced"), config,
+                       capabilities())
+        trace.kind, trace.reason_code = "worker", "process-worker-replaced"
+        trace.reason = f"{detail}; its task failed with BrokenProcessPool and the next task " \
+                       "starts a new worker process"
+        trace.backend = "unirun.ProcessExecutor"
+        _trace.record(trace, path=config.trace_path)
+    except Exception as error:
+        sys.unraisablehook(_Unraisable(error, "tracing a worker process's replacement"))
 
 
 class _Unraisable:
@@ -530,15 +745,15 @@ def prepare_worker(info):
         loads(init)()  # the executor's initializer, in this worker's interpreter
 
 
-def loads(data):
+def loads(data, buffers=()):
     """pickle.loads in a worker, loading the program's __main__ first if the data needs it."""
     try:
-        return pickle.loads(data)
+        return pickle.loads(data, buffers=buffers)
     except Exception as exc:
-        return loads_again(data, exc)
+        return loads_again(data, exc, buffers)
 
 
-def loads_again(data, error):
+def loads_again(data, error, buffers=()):
     """pickle.loads(data) failed in a worker with `error`: if what it missed was in the
     program's __main__, load that (once) and try again; else raise `error`."""
     global _main_to_load, _main_failure
@@ -557,7 +772,7 @@ def loads_again(data, error):
         error.add_note(f"unirun: the worker could not load the program's main module: "
                        f"{type(_main_failure).__name__}: {_main_failure}")
         raise error from _main_failure
-    return pickle.loads(data)
+    return pickle.loads(data, buffers=buffers)
 
 
 def _names_main(error):

@@ -229,10 +229,23 @@ def run_both(program, *launcher_args, oracle_attempts=1):
 
 
 @needs_launcher
-def test_interpreter_process_pool_running_cancel_and_dying_worker_as_stdlib():
-    expected, got = run_both("process_pool_semantics.py", "--process-pool=interpreters")
+@pytest.mark.parametrize("mode", ["processes", "interpreters", "stdlib"])
+def test_process_pool_running_cancel_and_dying_worker_as_stdlib(mode):
+    expected, got = run_both("process_pool_semantics.py", f"--process-pool={mode}")
     assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
     assert "running True cancel False" in got.stdout  # the scenario ran, not just matched
+
+
+@needs_launcher
+@pytest.mark.parametrize("mode", ["processes", "stdlib"])
+def test_process_pool_workers_as_stdlib(mode):
+    """Errors either way, initializers, max_tasks_per_child, a child killed by a signal, a
+    failing initializer: as python's own pool shows them (interpreters mode differs by design:
+    docs/compat.md)."""
+    expected, got = run_both("process_pool_workers.py", f"--process-pool={mode}")
+    assert (got.returncode, got.stdout) == (0, expected.stdout), got.stderr
+    assert "killed BrokenProcessPool" in got.stdout and "end" in got.stdout
+    assert got.stderr.count("Exception in initializer:") == 1, got.stderr
 
 
 @needs_launcher

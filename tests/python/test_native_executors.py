@@ -499,7 +499,9 @@ def test_manual_future_protocol():
 
 def test_pool_rejects_bad_arguments():
     with pytest.raises(ValueError, match="kind"):
-        _unirun.Pool("processes", 1, "x")
+        _unirun.Pool("fibers", 1, "x")
+    with pytest.raises(ValueError, match="max_tasks_per_child"):
+        _unirun.Pool("processes", 1, "x", max_tasks_per_child=-1)
     with pytest.raises(ValueError, match="max_workers"):
         _unirun.Pool("threads", 0, "x")
     pool = _unirun.Pool("threads", 1, "x")

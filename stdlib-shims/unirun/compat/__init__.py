@@ -8,9 +8,10 @@ unirun-python installs it before the program runs (unless --compat=off / UNIRUN_
   asyncio.to_thread) is one of these.
 - concurrent.futures.InterpreterPoolExecutor (Python 3.14's API) exists on 3.13 too, served by
   the native scheduler's subinterpreter workers.
-- concurrent.futures.ProcessPoolExecutor stays the standard one unless --process-pool=interpreters
-  (UNIRUN_PROCESS_POOL) asks for subinterpreter workers, with a per-task fallback to a real
-  process pool for work a subinterpreter cannot run.
+- concurrent.futures.ProcessPoolExecutor is served by the native scheduler's process workers
+  (--process-pool=processes, the default); --process-pool=interpreters (UNIRUN_PROCESS_POOL)
+  asks for subinterpreter workers, with a per-task fallback to a real process pool for work a
+  subinterpreter cannot run; --process-pool=stdlib leaves the standard class in place.
 
 The hook is a meta-path finder that lets the standard modules load as they are, then adjusts
 them; modules already imported when it is installed are adjusted at once. Nothing is loaded
@@ -25,7 +26,7 @@ import sys
 __all__ = ["install", "uninstall", "status", "MODES", "PROCESS_POOL_MODES"]
 
 MODES = ("managed", "off")
-PROCESS_POOL_MODES = ("processes", "interpreters")
+PROCESS_POOL_MODES = ("processes", "interpreters", "stdlib")
 
 # Installed at every start-up of unirun-python: imports nothing beyond sys and _thread until a
 # program imports concurrent.futures.
@@ -98,7 +99,7 @@ def _patch_package(module):
             from .interpreter_pool import InterpreterPoolExecutor
 
             return InterpreterPoolExecutor
-        if name == "ProcessPoolExecutor" and _state["process_pool"] == "interpreters":
+        if name == "ProcessPoolExecutor" and _state["process_pool"] != "stdlib":
             from .process_pool import ProcessPoolExecutor
 
             return ProcessPoolExecutor
@@ -118,7 +119,7 @@ def _patch_package(module):
         _swap(module, "ThreadPoolExecutor", thread_pool.ThreadPoolExecutor)
     if "InterpreterPoolExecutor" in module.__dict__:
         _swap(module, "InterpreterPoolExecutor", __getattr__("InterpreterPoolExecutor"))
-    if _state["process_pool"] == "interpreters" and "ProcessPoolExecutor" in module.__dict__:
+    if _state["process_pool"] != "stdlib" and "ProcessPoolExecutor" in module.__dict__:
         _swap(module, "ProcessPoolExecutor", __getattr__("ProcessPoolExecutor"))
 
 
@@ -131,7 +132,7 @@ def _patch_interpreter(module):
 
 
 def _patch_process(module):
-    if _state["process_pool"] != "interpreters" or _loading("process_pool"):
+    if _state["process_pool"] == "stdlib" or _loading("process_pool"):
         return
     from . import process_pool
 
@@ -268,9 +269,10 @@ def status() -> dict:
                 "concurrent.futures.ThreadPoolExecutor": "unirun native threads",
                 "asyncio default executor": "unirun native threads (a ThreadPoolExecutor)",
                 "concurrent.futures.InterpreterPoolExecutor": "unirun native interpreters",
-                "concurrent.futures.ProcessPoolExecutor": (
-                    "unirun native interpreters, falling back to processes per task"
-                    if _state["process_pool"] == "interpreters" else "standard library"),
+                "concurrent.futures.ProcessPoolExecutor": {
+                    "processes": "unirun native process workers",
+                    "interpreters": "unirun native interpreters, falling back to processes per task",
+                    "stdlib": "standard library"}[_state["process_pool"]],
             }
             if not interpreters_available():
                 import _unirun

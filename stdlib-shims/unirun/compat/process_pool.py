@@ -1,18 +1,30 @@
-"""ProcessPoolExecutor served by subinterpreter workers (--process-pool=interpreters), falling
-back to a real process pool, task by task for tasks a subinterpreter cannot run, and whole for
-a pool whose configuration only processes can honour."""
+"""concurrent.futures.ProcessPoolExecutor under compat.
+
+--process-pool=processes (the default): the native scheduler's process workers (one child
+process per worker thread, started by exec; unirun._executors.ProcessExecutor is the core), with
+the stdlib's semantics: a child that dies breaks the pool (BrokenProcessPool for its task, the
+queued ones and new submits), an initializer that fails is logged and breaks it, what cannot be
+pickled fails its future. A pool that asks for the fork start method (mp_context=get_context("fork")) wants workers
+that inherit the parent's state: the standard class serves it, traced (fork-processes).
+
+--process-pool=interpreters: subinterpreter workers, falling back to a real process pool, task
+by task for tasks a subinterpreter cannot run, and whole for a pool whose configuration only
+processes can honour."""
 
 from __future__ import annotations
 
+import functools
+import itertools
 import pickle
 import threading
+import weakref
 import warnings
 from concurrent.futures import _base
 from concurrent.futures import process as _stdlib
 
 import _unirun
 
-from .. import _native, _trace
+from .. import _executors, _native, _trace
 from .._capabilities import capabilities
 from .._config import RuntimeConfig
 from .._decide import Request, decide
@@ -97,12 +109,31 @@ def _relay(source, target):
         target.set_result(source.result())
 
 
+def _fork_requested(mp_context):
+    """(reason code, text) when the pool asks for forked workers. Without an mp_context the
+    workers start by forkserver (3.14's default; spawn where there is none), whatever
+    multiprocessing's default: its own machinery fixes that default as a side effect, so it
+    cannot tell what the program chose."""
+    method = getattr(mp_context, "get_start_method", lambda: None)() if mp_context else None
+    if method == "fork":
+        return ("fork-processes", "ProcessPoolExecutor asks for the fork start method, whose "
+                "workers inherit the parent's state")
+    return None
+
+
+_BROKEN_POOL = "A child process terminated abruptly, the process pool is not usable anymore"
+_BROKEN_TASK = ("A process in the process pool was terminated abruptly while the future was "
+                "running or pending.")
+
+
 class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
-    """The ProcessPoolExecutor API on subinterpreter workers, with a per-task fallback.
+    """The ProcessPoolExecutor API on unirun's process workers (or its subinterpreter workers,
+    with a per-task fallback, under --process-pool=interpreters).
 
     A returned future goes running exactly when its task starts on a worker (so cancel()
-    succeeds only before that), and a task that calls os._exit() breaks the pool as a dying
-    worker process breaks the stdlib's.
+    succeeds only before that); shutdown(cancel_futures=True) cancels exactly what has not
+    started, and every future ends. A worker process that dies (or, on interpreter workers, a
+    task that calls os._exit()) breaks the pool as a dying worker process breaks the stdlib's.
     """
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
@@ -111,11 +142,37 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
+        if max_tasks_per_child is not None:
+            if not isinstance(max_tasks_per_child, int):
+                raise TypeError("max_tasks_per_child must be an integer")
+            if max_tasks_per_child <= 0:
+                raise ValueError("max_tasks_per_child must be >= 1")
+            if mp_context is not None and mp_context.get_start_method() == "fork":
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                                 "multiprocessing start method; supply a different mp_context.")
         self._max_workers = max_workers or interpreter_pool.thread_pool._cpu_count()
         self._process_args = (self._max_workers, mp_context, initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
-        self._processes = None
-        self._interpreters = None  # None: the whole pool runs on real processes
+        self._fallback = None
+        self._interpreters = None  # None (and no _workers): the whole pool runs on real processes
+        self._workers = None
+        self._lock = threading.Lock()
+        self._shutdown_thread = False
+        self._broken = False
+        from . import _state
+
+        if _state["process_pool"] != "interpreters":
+            reason = _fork_requested(mp_context)
+            if reason is None:
+                if mp_context is None and max_tasks_per_child is not None:
+                    import multiprocessing
+
+                    mp_context = multiprocessing.get_context("spawn")  # as the stdlib's
+                self._mp_context = mp_context
+                self._workers = self._start_workers(initializer, initargs)
+            else:
+                _record(*reason)
+            return
         reason = _needs_real_processes(mp_context, initializer, initargs)
         if reason is None:
             self._interpreters = interpreter_pool.InterpreterPoolExecutor(
@@ -125,13 +182,37 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             _record(*reason)
             _warn_once(reason[0], f"unirun: {reason[1]}; this pool runs on real processes",
                        stacklevel=2)  # the program's ProcessPoolExecutor(...) line
-        self._lock = threading.Lock()
-        self._shutdown_thread = False
-        self._broken = False
+
+    @property
+    def _processes(self):
+        """{pid: multiprocessing Process} of the running workers (the stdlib's attribute: one
+        live dict for the pool's whole life)."""
+        if self._workers is not None:
+            return self._workers._settings.children
+        return self._process_pool()._processes
+
+    def _start_workers(self, initializer, initargs):
+        workers = _executors.ProcessExecutor(
+            self._max_workers, initializer, initargs, max_tasks_per_child=self._max_tasks_per_child,
+            thread_name_prefix=f"ProcessPoolExecutor-{next(_counter)}", _strict=True,
+            _context=self._mp_context)
+        this = weakref.ref(self)
+        _native.on_child_death(workers._pool, functools.partial(_child_died, this))
+        _native.on_worker_start_failure(workers._pool, functools.partial(_start_failed, this))
+        return workers
+
+    def _break_workers(self, reason):
+        """The stdlib's reaction to a dead worker process: the pool is unusable; what is queued
+        fails with BrokenProcessPool, and so does every later submit."""
+        with self._lock:
+            if self._broken:
+                return
+            self._broken = reason
+        self._workers._pool.fail_pending(_stdlib.BrokenProcessPool(_BROKEN_TASK))
 
     def _process_pool(self):
         with self._lock:
-            if self._processes is None:
+            if self._fallback is None:
                 # With mp_context None this is multiprocessing's default, as the stdlib's; but a
                 # pool that falls back task by task runs beside subinterpreter workers, and a
                 # fork there cannot give the child what the parent has: forkserver, as 3.14's
@@ -142,16 +223,26 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
 
                     if multiprocessing.get_start_method() == "fork":
                         mp_context = multiprocessing.get_context("forkserver")
-                self._processes = _STDLIB_PROCESS_POOL(
+                self._fallback = _STDLIB_PROCESS_POOL(
                     max_workers, mp_context, initializer, initargs,
                     max_tasks_per_child=self._max_tasks_per_child)
-            return self._processes
+            return self._fallback
 
     def submit(self, fn, /, *args, **kwargs):
         if self._broken:
             raise _stdlib.BrokenProcessPool(self._broken)
         if self._shutdown_thread:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if _stdlib._global_shutdown:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+        if self._workers is not None:
+            try:
+                return self._workers._pool.submit(fn, args, kwargs or None)
+            except _native.CannotSendError as exc:
+                # As the stdlib's: what cannot be pickled fails its future, with pickle's error.
+                future = _base.Future()
+                future.set_exception(exc.__cause__ or exc)
+                return future
         if self._interpreters is None:
             return self._process_pool().submit(fn, *args, **kwargs)
         outer = _unirun.Future()
@@ -214,6 +305,14 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if self._workers is not None:
+            if chunksize == 1:
+                return map_calls(self, fn, iterables, timeout, buffersize)
+            # Batches, as the stdlib's: one task per chunk, through this instance's submit.
+            chunks = _executors._chunks(zip(*iterables), chunksize)
+            results = map_calls(self, functools.partial(_executors._run_chunk, fn), (chunks,),
+                                timeout, buffersize)
+            return itertools.chain.from_iterable(results)
         if self._interpreters is None:
             # The stdlib's map, through this instance's submit (code that wraps submit on the
             # instance, as tqdm's process_map does, sees every chunk), onto the process pool.
@@ -224,12 +323,33 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_thread = True
+        if self._workers is not None:
+            self._workers.shutdown(wait=wait, cancel_futures=cancel_futures)
         if self._interpreters is not None:
             self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
         with self._lock:
-            processes = self._processes
+            processes = self._fallback
         if processes is not None:
             processes.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+_counter = itertools.count()
+
+
+def _child_died(executor_ref, error):
+    executor = executor_ref()
+    if executor is not None:
+        executor._break_workers(_BROKEN_POOL)
+
+
+def _start_failed(executor_ref, exc):
+    # A failing initializer was logged by the child, as the stdlib's workers log it; a worker
+    # that could not even be started is logged here.
+    if not isinstance(exc.__cause__, _stdlib._RemoteTraceback):
+        _base.LOGGER.critical("Exception in initializer:", exc_info=exc)
+    executor = executor_ref()
+    if executor is not None:
+        executor._break_workers(_BROKEN_POOL)
 
 
 _ready = True

@@ -1,0 +1,58 @@
+// Process workers: each worker thread of a "processes" pool drives one child process
+// (unirun/_process_child.py), started by the pool's multiprocessing context through
+// unirun._native.start_process_child and fed one call at a time over a pipe. Calls are encoded as for interpreter workers (a pickled call,
+// with protocol 5 out-of-band buffers sent raw); outcomes come back in the same encodings.
+//
+// Frames, both ways: tag (1 byte), the number of buffers (u32), the payload's length (u64),
+// each buffer's length (u64), the payload, then the buffers; little-endian.
+#pragma once
+
+#include "python/call.hpp"
+
+#include <string>
+#include <vector>
+
+namespace unirun::python {
+
+class ProcessChild {
+   public:
+    // `pool`: the _unirun.Pool (borrowed: its worker thread holds it); `max_tasks`: tasks per
+    // child before it is replaced (0: no limit); `strict`: the stdlib's rules (a result that
+    // cannot be decoded here breaks the pool, so results are decoded at once).
+    ProcessChild(PyObject *pool, long max_tasks, bool strict)
+        : pool_(pool), max_tasks_(max_tasks), strict_(strict) {}
+    ~ProcessChild();
+    ProcessChild(const ProcessChild &) = delete;
+    ProcessChild &operator=(const ProcessChild &) = delete;
+
+    // Starts the child (or takes the one a submit started) and waits until it is ready. On failure returns false with `broken` set
+    // to the message its tasks fail with (the failure was reported to the pool's creator).
+    // Attached to the pool's interpreter.
+    bool start(std::string *broken);
+    // Runs `call` in the child and delivers its outcome; a child that dies fails it with
+    // BrokenProcessPool. Attached to the pool's interpreter.
+    bool run(Call &call);
+    // Ends the child: closes its pipe (it exits at end-of-file) and reaps it. Attached.
+    void stop();
+
+   private:
+    enum class Io { Ok, Closed, Error };
+    Io write_frame(char tag, const std::string &payload, const std::vector<Py_buffer *> &buffers);
+    Io read_header(char *tag, std::vector<uint64_t> *lengths, uint64_t *payload_size);
+    Io read_exactly(char *into, size_t size);
+    // The child ended unasked (or, with `cause`, sent what cannot be decoded here: it is
+    // killed): reap it and return the message its task fails with.
+    std::string died(bool during_task, PyObject *cause = nullptr);
+    void close_pipes();
+
+    PyObject *pool_;
+    long max_tasks_;
+    bool strict_;
+    long tasks_ = 0;
+    PyObject *process_ = nullptr;  // the running child's multiprocessing Process, or null
+    int to_child_ = -1, from_child_ = -1;
+    std::vector<char> in_;  // read-ahead from the child
+    size_t in_begin_ = 0, in_end_ = 0;
+};
+
+}  // namespace unirun::python
