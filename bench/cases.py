@@ -74,6 +74,63 @@ def case_interp_tiny(repeats):
     return {"samples": samples, "tasks": TINY_INTERP_TASKS}
 
 
+def case_process_tiny(repeats):
+    from unirun._executors import ProcessExecutor
+
+    assert cf.ProcessPoolExecutor.__module__ == "concurrent.futures.process", "run with --compat=off"
+    executors = {
+        "ProcessPoolExecutor": cf.ProcessPoolExecutor(WORKERS),
+        "unirun.processes": ProcessExecutor(WORKERS),
+    }
+    for executor in executors.values():
+        warm(executor)
+    samples = interleave(repeats, {
+        name: (lambda e=executor: submit_all(e, TINY_INTERP_TASKS)) for name, executor in executors.items()
+    })
+    for executor in executors.values():
+        executor.shutdown()
+    return {"samples": samples, "tasks": TINY_INTERP_TASKS}
+
+
+PAYLOAD_BYTES = 64 * 1024 * 1024
+
+
+def case_payload(repeats):
+    """64 MB to a worker and 64 MB back (tasks.echo), against two plain copies of 64 MB here."""
+    from unirun._executors import InterpreterExecutor, ProcessExecutor
+
+    data = os.urandom(PAYLOAD_BYTES)
+    executors = {
+        "ProcessPoolExecutor": cf.ProcessPoolExecutor(1),
+        "unirun.processes": ProcessExecutor(1),
+        "unirun.interpreters": InterpreterExecutor(1),
+    }
+
+    def round_trip(executor):
+        start = time.perf_counter()
+        back = executor.submit(tasks.echo, data).result()
+        elapsed = time.perf_counter() - start
+        assert len(back) == PAYLOAD_BYTES
+        return elapsed
+
+    def two_copies():
+        start = time.perf_counter()
+        there = bytearray(data)
+        back = bytes(there)
+        elapsed = time.perf_counter() - start
+        assert len(back) == PAYLOAD_BYTES
+        return elapsed
+
+    for executor in executors.values():
+        executor.submit(tasks.echo, b"warm").result()
+    contenders = {"two copies": two_copies}
+    contenders.update({name: (lambda e=executor: round_trip(e)) for name, executor in executors.items()})
+    samples = interleave(repeats, contenders)
+    for executor in executors.values():
+        executor.shutdown()
+    return {"samples": samples, "bytes": PAYLOAD_BYTES}
+
+
 def cpu_scaling(repeats, make_executor):
     iterations = tasks.calibrate()
     executor = make_executor()

@@ -8,6 +8,10 @@ def noop():
     return None
 
 
+def echo(value):
+    return value
+
+
 def square(x):
     return x * x
 

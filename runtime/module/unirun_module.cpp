@@ -2,6 +2,7 @@
 
 #include "python/future.hpp"
 #include "python/pool.hpp"
+#include "python/process.hpp"
 #include "python/ref.hpp"
 #include "python/state.hpp"
 
@@ -20,6 +21,8 @@ PyMethodDef methods[] = {
     {"runtime_info", runtime_info, METH_NOARGS,
      "runtime_info() -> dict: the runtime tag, why the launcher chose it, the launcher's path."},
     {"_work", python::work, METH_O, "_work(pool): the body of a worker thread (internal)."},
+    {"_read_bytes", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(python::read_bytes)),
+     METH_FASTCALL, "_read_bytes(fd, size, prefix=b''): a worker process's read (internal)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -324,6 +324,10 @@ void adopt_worker_thread(WorkerContext *worker) {
     if (!done) PyErr_WriteUnraisable(worker->native);
 }
 
+namespace {
+constexpr Py_ssize_t kLargeResult = 1 << 16;  // as unirun._native.LARGE_BUFFER
+}  // namespace
+
 bool Call::run_remote() {
     // Attached to the worker's subinterpreter: only bytes cross.
     WorkerContext *worker = current_worker;
@@ -333,8 +337,31 @@ bool Call::run_remote() {
     {
         Ref view = Ref::steal(PyMemoryView_FromMemory(payload_.data(),
                                                       static_cast<Py_ssize_t>(payload_.size()), PyBUF_READ));
-        Ref call = view ? Ref::steal(PyObject_CallOneArg(worker->loads, view.get())) : Ref();
-        if (!call && view && PyErr_ExceptionMatches(PyExc_Exception)) {
+        // Out-of-band buffers are read in place, in the owner's memory (kept by buffers_): the
+        // reconstructors unirun._native gives them copy each once into this interpreter.
+        Ref buffers = buffers_.empty() ? Ref() : Ref::steal(PyList_New(0));
+        for (PyObject *owned : buffers_) {
+            Py_buffer *raw = PyMemoryView_GET_BUFFER(owned);
+            Ref in_place = buffers ? Ref::steal(PyMemoryView_FromMemory(static_cast<char *>(raw->buf), raw->len, PyBUF_READ))
+                                   : Ref();
+            if (!in_place || PyList_Append(buffers.get(), in_place.get()) < 0) {
+                view = Ref();  // out of memory: reported as a failure to load the call
+                break;
+            }
+        }
+        Ref call;
+        if (view && !buffers_.empty()) {
+            // (A copy of the pickle, small beside its buffers: a load error's frames may keep it.)
+            Ref copy = Ref::steal(PyBytes_FromStringAndSize(payload_.data(), static_cast<Py_ssize_t>(payload_.size())));
+            Ref positional = copy ? Ref::steal(PyTuple_Pack(1, copy.get())) : Ref();
+            Ref keywords = Ref::steal(Py_BuildValue("{sO}", "buffers", buffers.get()));
+            Ref loads = Ref::steal(PyObject_GetAttrString(worker->native, "loads"));
+            if (positional && keywords && loads)
+                call = Ref::steal(PyObject_Call(loads.get(), positional.get(), keywords.get()));
+        } else if (view) {
+            call = Ref::steal(PyObject_CallOneArg(worker->loads, view.get()));
+        }
+        if (!call && view && buffers_.empty() && PyErr_ExceptionMatches(PyExc_Exception)) {
             // Perhaps it needs the program's __main__, which a worker loads only then. A copy of
             // the bytes (rare path): the error's frames may outlive payload_, the view may not.
             Ref error = Ref::steal(PyErr_GetRaisedException());
@@ -344,6 +371,25 @@ bool Call::run_remote() {
         }
         view = Ref();
         std::string().swap(payload_);
+        if (buffers) {
+            // Nothing may go on using the owner's memory: release the views, then the owner's
+            // objects, in the owner.
+            PyObject *pending = PyErr_GetRaisedException();
+            bool all_released = true;
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(buffers.get()); ++i) {
+                Ref released = Ref::steal(PyObject_CallMethod(PyList_GET_ITEM(buffers.get(), i), "release", nullptr));
+                if (!released) {  // still exported: the owner's objects stay until the call ends
+                    PyErr_WriteUnraisable(nullptr);
+                    all_released = false;
+                }
+            }
+            buffers = Ref();
+            if (all_released) {
+                SwitchTo home(worker->home);
+                drop_payload();
+            }
+            PyErr_SetRaisedException(pending);
+        }
         // (callable, args, kwargs), or (None, args, kwargs, marshalled code) for a function that
         // crosses by its code (rebuilt once per worker, see function_by_code in pool.cpp).
         Ref fn;
@@ -363,6 +409,11 @@ bool Call::run_remote() {
             call = Ref();
             if (!result) {
                 produced = exception_outcome(worker, false, &data);
+            } else if ((PyBytes_CheckExact(result.get()) && PyBytes_GET_SIZE(result.get()) >= kLargeResult) ||
+                       (PyByteArray_CheckExact(result.get()) && PyByteArray_GET_SIZE(result.get()) >= kLargeResult)) {
+                // A large bytes or bytearray result is copied once, straight into an object of
+                // the owner (this thread switches there), not encoded and decoded.
+                return finish_with_owner_copy(worker, result.get());
             } else if (encode_value(result.get(), worker->dumps, &data, &encoding)) {
                 ok = produced = true;
             } else {
@@ -397,6 +448,25 @@ bool Call::run_remote() {
         return false;
     }
     finish_remote(ok, std::move(data), encoding);
+    return ok;
+}
+
+bool Call::finish_with_owner_copy(WorkerContext *worker, PyObject *result) {
+    // The result is this interpreter's; its bytes do not change (bytes are immutable; a
+    // bytearray only this task had) and it stays alive while the owner copies them.
+    const bool is_bytes = PyBytes_CheckExact(result);
+    const char *memory = is_bytes ? PyBytes_AS_STRING(result) : PyByteArray_AS_STRING(result);
+    Py_ssize_t size = is_bytes ? PyBytes_GET_SIZE(result) : PyByteArray_GET_SIZE(result);
+    bool ok;
+    {
+        SwitchTo home(worker->home);
+        Ref copy = Ref::steal(is_bytes ? PyBytes_FromStringAndSize(memory, size)
+                                       : PyByteArray_FromStringAndSize(memory, size));
+        ok = static_cast<bool>(copy);
+        Ref outcome = ok ? std::move(copy) : Ref::steal(PyErr_GetRaisedException());
+        finish_local(nullptr, outcome.get(), !ok);
+        if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);  // a callback's, in the owner
+    }
     return ok;
 }
 

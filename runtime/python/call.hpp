@@ -194,6 +194,7 @@ class Call : public scheduler::Task {
     Commit change(Event event, Delivery *delivery, PyObject *future_hint);
     bool run_local();
     bool run_remote();
+    bool finish_with_owner_copy(WorkerContext *worker, PyObject *result);
 
     const Kind kind_;
     PyInterpreterState *const owner_;

@@ -227,6 +227,30 @@ Ref function_by_code(ModuleState *state, PyObject *fn) {
     return Ref::steal(Py_NewRef(PyTuple_GET_ITEM(entry.get(), 0)));
 }
 
+// From this size a bytes-like argument travels beside the pickled call, not in it
+// (unirun._native.LARGE_BUFFER).
+constexpr Py_ssize_t kLargeBuffer = 1 << 16;
+
+bool large_buffer(PyObject *value) {
+    if (PyBytes_CheckExact(value)) return PyBytes_GET_SIZE(value) >= kLargeBuffer;
+    if (PyByteArray_CheckExact(value)) return PyByteArray_GET_SIZE(value) >= kLargeBuffer;
+    if (PyMemoryView_Check(value)) return PyMemoryView_GET_BUFFER(value)->len >= kLargeBuffer;
+    return false;
+}
+
+bool has_large_buffer(PyObject *args, PyObject *kwargs) {
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args); ++i)
+        if (large_buffer(PyTuple_GET_ITEM(args, i))) return true;
+    if (!kwargs) return false;
+    Py_ssize_t position = 0;
+    PyObject *key, *value;
+    bool found = false;
+    Py_BEGIN_CRITICAL_SECTION(kwargs);
+    while (!found && PyDict_Next(kwargs, &position, &key, &value)) found = large_buffer(value);
+    Py_END_CRITICAL_SECTION();
+    return found;
+}
+
 // submit(fn, args, kwargs) -> Future. For interpreter pools the call is pickled here, so an
 // unpicklable callable or argument fails at once, in the caller.
 PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -254,8 +278,35 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
                                         : PyTuple_Pack(3, args[0], args[1], kwargs ? kwargs : Py_None));
         Ref protocol = Ref::steal(PyLong_FromLong(5));
         if (!packed || !protocol) return nullptr;
-        Ref payload = Ref::steal(
-            PyObject_CallFunctionObjArgs(state->pickle_dumps, packed.get(), protocol.get(), nullptr));
+        Ref payload;
+        std::vector<PyObject *> buffers;
+        if (has_large_buffer(args[1], kwargs)) {
+            // Large bytes-like arguments travel beside the pickle (protocol 5 out-of-band).
+            Ref parts = Ref::steal(PyTuple_Pack(5, args[0], args[1], kwargs ? kwargs : Py_None,
+                                                pool->strict ? Py_True : Py_False,
+                                                pool->kind == PoolKind::Interpreters ? Py_True : Py_False));
+            Ref pickled = parts ? call_native("dumps_call_oob", parts.get()) : Ref();
+            if (!pickled) return nullptr;
+            if (!PyTuple_Check(pickled.get()) || PyTuple_GET_SIZE(pickled.get()) != 2 ||
+                !PyList_Check(PyTuple_GET_ITEM(pickled.get(), 1))) {
+                PyErr_SetString(PyExc_SystemError, "dumps_call_oob returned a bad value");
+                return nullptr;
+            }
+            PyObject *views = PyTuple_GET_ITEM(pickled.get(), 1);
+            for (Py_ssize_t i = 0; i < PyList_GET_SIZE(views); ++i) {
+                PyObject *view = PyList_GET_ITEM(views, i);
+                if (!PyMemoryView_Check(view) || !PyBuffer_IsContiguous(PyMemoryView_GET_BUFFER(view), 'C')) {
+                    for (PyObject *taken : buffers) Py_DECREF(taken);
+                    PyErr_SetString(PyExc_SystemError, "dumps_call_oob returned a bad buffer");
+                    return nullptr;
+                }
+                buffers.push_back(Py_NewRef(view));
+            }
+            payload = Ref::steal(Py_NewRef(PyTuple_GET_ITEM(pickled.get(), 0)));
+        } else {
+            payload = Ref::steal(
+                PyObject_CallFunctionObjArgs(state->pickle_dumps, packed.get(), protocol.get(), nullptr));
+        }
         if (!payload) {
             // Ask unirun._native which part cannot be pickled, for an error that names it;
             // anything but an Exception (Ctrl-C while pickling) is the caller's.
@@ -268,11 +319,15 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         }
         char *data;
         Py_ssize_t size;
-        if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) return nullptr;
+        if (PyBytes_AsStringAndSize(payload.get(), &data, &size) < 0) {
+            for (PyObject *taken : buffers) Py_DECREF(taken);
+            return nullptr;
+        }
         call = std::make_shared<Call>(pool->kind == PoolKind::Processes ? Call::Kind::Process
                                                                          : Call::Kind::Interpreter,
                                       PyInterpreterState_Get());
         call->set_payload(std::string(data, static_cast<size_t>(size)));
+        call->set_buffers(std::move(buffers));
     }
     if (nargs == 4 && args[3] != Py_None)
         call->start_with(reinterpret_cast<FutureObject *>(args[3])->call);
@@ -592,7 +647,7 @@ void work_with_a_process(PoolObject *pool) {
     context.home = PyThreadState_Get();
     ProcessChild child(reinterpret_cast<PyObject *>(pool), pool->max_tasks_per_child, pool->strict);
     context.process = &child;
-    child.start(&context.broken);  // at once, so a failing initializer is reported at once
+    child.start(&context.broken);  // the child a submit started; it is awaited with a task in hand
     work_with(pool, &context);
     child.stop();
 }

@@ -54,6 +54,11 @@ bool ProcessChild::start(std::string *broken) {
     process_ = Py_NewRef(PyTuple_GET_ITEM(started.get(), 0));
     to_child_ = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(started.get(), 1)));
     from_child_ = static_cast<int>(PyLong_AsLong(PyTuple_GET_ITEM(started.get(), 2)));
+    ready_ = false;
+    return true;
+}
+
+bool ProcessChild::await_ready(std::string *broken) {
     // 'R' (ready) or 'F' (its initializer failed: the exception outcome) once it has started.
     char tag = 0;
     std::vector<uint64_t> lengths;
@@ -67,18 +72,17 @@ bool ProcessChild::start(std::string *broken) {
         io = read_exactly(reply.data(), size);
     }
     Py_END_ALLOW_THREADS;
-    if (io == Io::Ok && tag == 'R') return true;
+    if (io == Io::Ok && tag == 'R') {
+        ready_ = true;
+        return true;
+    }
     if (io == Io::Ok && tag == 'F') {
         stop();  // it leaves after reporting
         *broken = report_start_failure(pool_, reply);
         return false;
     }
-    // It died before it could answer (or spoke nonsense): what the pool's creator sees.
-    std::string message = "the worker process ended before it was ready";
-    std::string how = died(false);
-    auto nul = how.find('\0');
-    if (nul != std::string::npos) message += ": " + how.substr(nul + 1);
-    *broken = report_start_message(pool_, message);
+    // It died before it could answer (or spoke nonsense): a death like any other.
+    *broken = died(false);
     return false;
 }
 
@@ -200,9 +204,11 @@ ProcessChild::Io ProcessChild::read_header(char *tag, std::vector<uint64_t> *len
 }
 
 bool ProcessChild::run(Call &call) {
-    if (!process_) {  // replaced after max_tasks_per_child, or after a death
+    // The child is awaited only now, with a task in hand: a task goes running as soon as a
+    // worker takes it, as the stdlib's pool hands tasks to processes still starting.
+    if (!process_ || !ready_) {  // starting, or replaced after max_tasks_per_child or a death
         std::string broken;
-        if (!start(&broken)) {
+        if ((!process_ && !start(&broken)) || !await_ready(&broken)) {
             if (current_worker) current_worker->broken = broken;  // no new child each task
             call.fail_broken(broken);
             return false;
@@ -306,6 +312,52 @@ bool ProcessChild::run(Call &call) {
     }
     if (max_tasks_ > 0 && ++tasks_ >= max_tasks_) stop();  // the next task starts a new child
     return ok;
+}
+
+PyObject *read_bytes(PyObject *, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 2 || nargs > 3 || !PyLong_Check(args[0]) || !PyLong_Check(args[1]) ||
+        (nargs == 3 && !PyBytes_Check(args[2]))) {
+        PyErr_SetString(PyExc_TypeError, "_read_bytes(fd: int, size: int, prefix: bytes = b'')");
+        return nullptr;
+    }
+    int fd = static_cast<int>(PyLong_AsLong(args[0]));
+    Py_ssize_t size = PyLong_AsSsize_t(args[1]);
+    if (PyErr_Occurred()) return nullptr;
+    Py_ssize_t have = nargs == 3 ? PyBytes_GET_SIZE(args[2]) : 0;
+    if (size < 0 || have > size) {
+        PyErr_SetString(PyExc_ValueError, "_read_bytes: size must be >= 0 and >= len(prefix)");
+        return nullptr;
+    }
+    Ref data = Ref::steal(PyBytes_FromStringAndSize(nullptr, size));
+    if (!data) return nullptr;
+    char *into = PyBytes_AS_STRING(data.get());
+    if (have) std::memcpy(into, PyBytes_AS_STRING(args[2]), static_cast<size_t>(have));
+    Py_ssize_t got = have;
+    int error = 0;
+    bool closed = false;
+    Py_BEGIN_ALLOW_THREADS;
+    while (got < size) {
+        ssize_t n = read(fd, into + got, static_cast<size_t>(size - got));
+        if (n > 0) {
+            got += n;
+        } else if (n == 0) {
+            closed = true;
+            break;
+        } else if (errno != EINTR) {
+            error = errno;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS;
+    if (closed) {
+        PyErr_SetString(PyExc_EOFError, "the pipe closed mid-frame");
+        return nullptr;
+    }
+    if (error) {
+        errno = error;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return data.release();
 }
 
 }  // namespace unirun::python

@@ -25,10 +25,12 @@ class ProcessChild {
     ProcessChild(const ProcessChild &) = delete;
     ProcessChild &operator=(const ProcessChild &) = delete;
 
-    // Starts the child (or takes the one a submit started) and waits until it is ready. On failure returns false with `broken` set
-    // to the message its tasks fail with (the failure was reported to the pool's creator).
-    // Attached to the pool's interpreter.
+    // Starts the child (or takes the one a submit started); await_ready() then waits until it
+    // has run the initializer. On failure each returns false with `broken` set to the message
+    // its tasks fail with (the failure was reported to the pool's creator). Attached to the
+    // pool's interpreter.
     bool start(std::string *broken);
+    bool await_ready(std::string *broken);
     // Runs `call` in the child and delivers its outcome; a child that dies fails it with
     // BrokenProcessPool. Attached to the pool's interpreter.
     bool run(Call &call);
@@ -49,10 +51,15 @@ class ProcessChild {
     long max_tasks_;
     bool strict_;
     long tasks_ = 0;
+    bool ready_ = false;
     PyObject *process_ = nullptr;  // the running child's multiprocessing Process, or null
     int to_child_ = -1, from_child_ = -1;
     std::vector<char> in_;  // read-ahead from the child
     size_t in_begin_ = 0, in_end_ = 0;
 };
+
+// _unirun._read_bytes(fd, size, prefix=b""): in a worker process, a bytes object of `size`
+// bytes: `prefix`, then the rest read from `fd` straight into it (no copy through a buffer).
+PyObject *read_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
 
 }  // namespace unirun::python

@@ -26,35 +26,48 @@ _RAW_BYTES_AT = 1 << 16  # a bytes result this large goes back raw, without pick
 _MARSHALLED = (type(None), bool, int, float, complex, str, bytes)
 
 
-def _read_exactly(reader, size):
-    data = reader.read(size)
-    if data is None or len(data) != size:
-        if not data:
-            return None
-        raise EOFError("the parent closed the pipe mid-frame")
-    return data
+class _Reader:
+    """Frames from the parent's pipe: small reads through a read-ahead buffer, large buffers
+    read straight into the bytes objects that carry them (_unirun._read_bytes)."""
+
+    def __init__(self, fd):
+        self.fd = fd
+        self.pending = b""
+
+    def exactly(self, size):
+        while len(self.pending) < size:
+            more = os.read(self.fd, max(1 << 16, size - len(self.pending)))
+            if not more:
+                if self.pending:
+                    raise EOFError("the parent closed the pipe mid-frame")
+                return None
+            self.pending += more
+        data, self.pending = self.pending[:size], self.pending[size:]
+        return data
+
+    def large(self, size):
+        import _unirun
+
+        prefix, self.pending = self.pending[:size], self.pending[size:]
+        return _unirun._read_bytes(self.fd, size, prefix)
 
 
 def _read_frame(reader):
-    """(tag, payload, buffers), or None when the parent closed the pipe."""
-    header = _read_exactly(reader, _HEADER.size)
+    """(tag, payload, buffers), or None when the parent closed the pipe. Buffers come as bytes
+    objects: unirun._native's reconstructors use one for a bytes argument as it is."""
+    header = reader.exactly(_HEADER.size)
     if header is None:
         return None
     tag, count, size = _HEADER.unpack(header)
-    lengths = [_LENGTH.unpack(_read_exactly(reader, 8))[0] for _ in range(count)]
-    payload = _read_exactly(reader, size) if size else b""
-    buffers = []
-    for length in lengths:
-        buffer = bytearray(length)
-        view = memoryview(buffer)
-        got = 0
-        while got < length:
-            n = reader.readinto(view[got:])
-            if not n:
-                raise EOFError("the parent closed the pipe mid-frame")
-            got += n
-        buffers.append(buffer)
-    return tag, payload, buffers
+    lengths = [_LENGTH.unpack(_must(reader.exactly(8)))[0] for _ in range(count)]
+    payload = reader.large(size) if size >= 1 << 16 else _must(reader.exactly(size)) if size else b""
+    return tag, payload, [reader.large(length) for length in lengths]
+
+
+def _must(data):
+    if data is None:
+        raise EOFError("the parent closed the pipe mid-frame")
+    return data
 
 
 def _write_frame(fd, tag, payload, buffers=()):
@@ -105,7 +118,7 @@ def serve(calls, outcomes, initializer, strict):
     rfd, wfd = os.dup(calls.fileno()), os.dup(outcomes.fileno())
     calls.close()
     outcomes.close()
-    reader = open(rfd, "rb", buffering=1 << 16)
+    reader = _Reader(rfd)
     from unirun import _native
 
     if initializer is not None:

@@ -153,9 +153,10 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         self._max_workers = max_workers or interpreter_pool.thread_pool._cpu_count()
         self._process_args = (self._max_workers, mp_context, initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
-        self._fallback = None
-        self._interpreters = None  # None (and no _workers): the whole pool runs on real processes
+        self._fallback = None  # interpreters mode: the stdlib pool tasks fall back to
+        self._interpreters = None
         self._workers = None
+        self._stdlib_self = False  # the whole pool is the standard class's (this instance)
         self._lock = threading.Lock()
         self._shutdown_thread = False
         self._broken = False
@@ -170,8 +171,12 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
                     mp_context = multiprocessing.get_context("spawn")  # as the stdlib's
                 self._mp_context = mp_context
                 self._workers = self._start_workers(initializer, initargs)
+                self._processes = self._workers._settings.children  # {pid: Process}, live
+                # What code reaching into the stdlib's internals joins: the workers.
+                self._executor_manager_thread = self._call_queue = _WorkerThreads(self._workers._pool)
             else:
                 _record(*reason)
+                self._become_stdlib(mp_context, initializer, initargs)
             return
         reason = _needs_real_processes(mp_context, initializer, initargs)
         if reason is None:
@@ -182,14 +187,14 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             _record(*reason)
             _warn_once(reason[0], f"unirun: {reason[1]}; this pool runs on real processes",
                        stacklevel=2)  # the program's ProcessPoolExecutor(...) line
+            self._become_stdlib(mp_context, initializer, initargs)
 
-    @property
-    def _processes(self):
-        """{pid: multiprocessing Process} of the running workers (the stdlib's attribute: one
-        live dict for the pool's whole life)."""
-        if self._workers is not None:
-            return self._workers._settings.children
-        return self._process_pool()._processes
+    def _become_stdlib(self, mp_context, initializer, initargs):
+        """The whole pool is the standard class's: this instance, initialized as one (so code
+        that reaches into its internals finds them)."""
+        self._stdlib_self = True
+        _STDLIB_PROCESS_POOL.__init__(self, self._max_workers, mp_context, initializer, initargs,
+                                      max_tasks_per_child=self._max_tasks_per_child)
 
     def _start_workers(self, initializer, initargs):
         workers = _executors.ProcessExecutor(
@@ -229,6 +234,8 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             return self._fallback
 
     def submit(self, fn, /, *args, **kwargs):
+        if self._stdlib_self:
+            return _STDLIB_PROCESS_POOL.submit(self, fn, *args, **kwargs)
         if self._broken:
             raise _stdlib.BrokenProcessPool(self._broken)
         if self._shutdown_thread:
@@ -239,12 +246,15 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             try:
                 return self._workers._pool.submit(fn, args, kwargs or None)
             except _native.CannotSendError as exc:
-                # As the stdlib's: what cannot be pickled fails its future, with pickle's error.
-                future = _base.Future()
-                future.set_exception(exc.__cause__ or exc)
-                return future
-        if self._interpreters is None:
-            return self._process_pool().submit(fn, *args, **kwargs)
+                # As the stdlib's: what cannot be pickled fails its future with pickle's own
+                # error, after a worker took it (so workers start, as the stdlib's do for it).
+                error = exc.__cause__ or exc
+                try:
+                    return self._workers._pool.submit(_native.raise_error, (error,), None)
+                except _native.CannotSendError:
+                    future = _base.Future()
+                    future.set_exception(error)
+                    return future
         outer = _unirun.Future()
         # outer goes running when the worker starts inner; if outer was cancelled first, the
         # worker does not run inner at all.
@@ -313,15 +323,17 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             results = map_calls(self, functools.partial(_executors._run_chunk, fn), (chunks,),
                                 timeout, buffersize)
             return itertools.chain.from_iterable(results)
-        if self._interpreters is None:
+        if self._stdlib_self:
             # The stdlib's map, through this instance's submit (code that wraps submit on the
-            # instance, as tqdm's process_map does, sees every chunk), onto the process pool.
+            # instance, as tqdm's process_map does, sees every chunk).
             extra = {} if buffersize is None else {"buffersize": buffersize}
             return _STDLIB_PROCESS_POOL.map(self, fn, *iterables, timeout=timeout,
                                             chunksize=chunksize, **extra)
         return map_calls(self, fn, iterables, timeout, buffersize)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
+        if self._stdlib_self:
+            return _STDLIB_PROCESS_POOL.shutdown(self, wait, cancel_futures=cancel_futures)
         self._shutdown_thread = True
         if self._workers is not None:
             self._workers.shutdown(wait=wait, cancel_futures=cancel_futures)
@@ -334,6 +346,26 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
 
 
 _counter = itertools.count()
+
+
+class _WorkerThreads:
+    """Stands for the stdlib pool's manager thread and call queue, which code (CPython's own
+    tests among it) joins after shutdown: joining it joins the worker threads, each of which
+    reaps its child as it leaves."""
+
+    def __init__(self, pool):
+        self._pool = pool
+
+    def join(self, timeout=None):
+        current = threading.current_thread()
+        for thread in self._pool.threads:
+            if thread is not current:
+                thread.join(timeout)
+
+    join_thread = join
+
+    def is_alive(self):
+        return any(thread.is_alive() for thread in self._pool.threads)
 
 
 def _child_died(executor_ref, error):
