@@ -59,11 +59,15 @@ def case_interp_tiny(repeats):
     from interpreters_backport.concurrent.futures import InterpreterPoolExecutor
     from unirun._executors import InterpreterExecutor
 
-    executors = {
+    return tiny_tasks(repeats, {
         "ProcessPoolExecutor": cf.ProcessPoolExecutor(WORKERS),
         "InterpreterPoolExecutor(backport)": InterpreterPoolExecutor(WORKERS),
         "unirun.interpreters": InterpreterExecutor(WORKERS),
-    }
+    })
+
+
+def tiny_tasks(repeats, executors):
+    """TINY_INTERP_TASKS no-op tasks on each executor, interleaved; shuts them down."""
     for executor in executors.values():
         warm(executor)
     samples = interleave(repeats, {
@@ -78,18 +82,10 @@ def case_process_tiny(repeats):
     from unirun._executors import ProcessExecutor
 
     assert cf.ProcessPoolExecutor.__module__ == "concurrent.futures.process", "run with --compat=off"
-    executors = {
+    return tiny_tasks(repeats, {
         "ProcessPoolExecutor": cf.ProcessPoolExecutor(WORKERS),
         "unirun.processes": ProcessExecutor(WORKERS),
-    }
-    for executor in executors.values():
-        warm(executor)
-    samples = interleave(repeats, {
-        name: (lambda e=executor: submit_all(e, TINY_INTERP_TASKS)) for name, executor in executors.items()
     })
-    for executor in executors.values():
-        executor.shutdown()
-    return {"samples": samples, "tasks": TINY_INTERP_TASKS}
 
 
 PAYLOAD_BYTES = 64 * 1024 * 1024

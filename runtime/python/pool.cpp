@@ -227,6 +227,8 @@ Ref function_by_code(ModuleState *state, PyObject *fn) {
     return Ref::steal(Py_NewRef(PyTuple_GET_ITEM(entry.get(), 0)));
 }
 
+PyObject *pool_get_kind(PyObject *self, void *);
+
 // From this size a bytes-like argument travels beside the pickled call, not in it
 // (unirun._native.LARGE_BUFFER).
 constexpr Py_ssize_t kLargeBuffer = 1 << 16;
@@ -312,8 +314,10 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
             // anything but an Exception (Ctrl-C while pickling) is the caller's.
             if (!PyErr_ExceptionMatches(PyExc_Exception)) return nullptr;
             PyErr_Clear();
-            Ref call_parts = Ref::steal(PyTuple_Pack(4, args[0], args[1], kwargs ? kwargs : Py_None,
-                                                     pool->strict ? Py_True : Py_False));
+            Ref kind = Ref::steal(pool_get_kind(self, nullptr));
+            Ref call_parts = kind ? Ref::steal(PyTuple_Pack(5, args[0], args[1], kwargs ? kwargs : Py_None,
+                                                            pool->strict ? Py_True : Py_False, kind.get()))
+                                  : Ref();
             payload = call_parts ? call_native("dumps_call", call_parts.get()) : Ref();
             if (!payload) return nullptr;
         }

@@ -62,16 +62,12 @@ bool ProcessChild::await_ready(std::string *broken) {
     // 'R' (ready) or 'F' (its initializer failed: the exception outcome) once it has started.
     char tag = 0;
     std::vector<uint64_t> lengths;
-    uint64_t size = 0;
     std::string reply;
     Io io;
     Py_BEGIN_ALLOW_THREADS;
-    io = read_header(&tag, &lengths, &size);
-    if (io == Io::Ok && lengths.empty()) {
-        reply.resize(size);
-        io = read_exactly(reply.data(), size);
-    }
+    io = read_frame(&tag, &lengths, &reply);
     Py_END_ALLOW_THREADS;
+    if (!lengths.empty()) io = Io::Error;
     if (io == Io::Ok && tag == 'R') {
         ready_ = true;
         return true;
@@ -203,6 +199,14 @@ ProcessChild::Io ProcessChild::read_header(char *tag, std::vector<uint64_t> *len
     return Io::Ok;
 }
 
+ProcessChild::Io ProcessChild::read_frame(char *tag, std::vector<uint64_t> *lengths, std::string *payload) {
+    uint64_t size = 0;
+    Io io = read_header(tag, lengths, &size);
+    if (io != Io::Ok) return io;
+    payload->resize(size);
+    return read_exactly(payload->data(), size);
+}
+
 bool ProcessChild::run(Call &call) {
     // The child is awaited only now, with a task in hand: a task goes running as soon as a
     // worker takes it, as the stdlib's pool hands tasks to processes still starting.
@@ -218,16 +222,11 @@ bool ProcessChild::run(Call &call) {
     for (PyObject *view : call.buffers()) out.push_back(PyMemoryView_GET_BUFFER(view));
     char tag = 0;
     std::vector<uint64_t> lengths;
-    uint64_t size = 0;
     std::string payload;
     Io io;
     Py_BEGIN_ALLOW_THREADS;
     io = write_frame('C', call.payload(), out);
-    if (io == Io::Ok) io = read_header(&tag, &lengths, &size);
-    if (io == Io::Ok) {
-        payload.resize(size);
-        io = read_exactly(payload.data(), size);
-    }
+    if (io == Io::Ok) io = read_frame(&tag, &lengths, &payload);
     Py_END_ALLOW_THREADS;
     call.drop_payload();
     // Out-of-band buffers: a large bytes result ('B') is read straight into its bytes object;

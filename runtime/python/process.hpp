@@ -42,6 +42,8 @@ class ProcessChild {
     Io write_frame(char tag, const std::string &payload, const std::vector<Py_buffer *> &buffers);
     Io read_header(char *tag, std::vector<uint64_t> *lengths, uint64_t *payload_size);
     Io read_exactly(char *into, size_t size);
+    // The header and the payload (not the buffers, which follow): detached.
+    Io read_frame(char *tag, std::vector<uint64_t> *lengths, std::string *payload);
     // The child ended unasked (or, with `cause`, sent what cannot be decoded here: it is
     // killed): reap it and return the message its task fails with.
     std::string died(bool during_task, PyObject *cause = nullptr);

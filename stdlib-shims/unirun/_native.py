@@ -162,11 +162,13 @@ def broken_error(message, processes=False):
 # --- moving calls between interpreters --------------------------------------------------
 
 _HOW_TO_FIX = (
-    "interpreter workers receive the callable and its arguments by pickle (functions without "
+    "{workers} receive the callable and its arguments by pickle (functions without "
     "closures, defaults or globals also by their code): define the function at module level "
     "in an importable module or the main script, pass picklable arguments, or use the threads "
     "flavor"
 )
+_WORKERS = {"interpreters": ("an interpreter worker", "interpreter workers"),
+            "processes": ("a worker process", "worker processes")}
 
 try:  # the error CPython's own interpreters raise for what cannot cross (3.13+)
     from _interpreters import NotShareableError
@@ -176,10 +178,11 @@ except ImportError:
 
 
 class CannotSendError(TypeError):
-    """A call that cannot be sent to an interpreter worker (raised by submit)."""
+    """A call that cannot be sent to an interpreter worker or a worker process (raised by
+    submit)."""
 
 
-def dumps_call(fn, args, kwargs, strict=False):
+def dumps_call(fn, args, kwargs, strict=False, kind="interpreters"):
     """Pickle a call for an interpreter worker when plain pickle cannot (C tries that first).
 
     Objects that cross between CPython's own interpreters (3.14) though pickle refuses them
@@ -192,8 +195,10 @@ def dumps_call(fn, args, kwargs, strict=False):
             return pickle.dumps((fn, args, kwargs), protocol=5)
         return _dumps_with_fallbacks((fn, args, kwargs))
     except Exception as exc:
+        worker, workers = _WORKERS.get(kind, _WORKERS["interpreters"])
         if strict:
-            raise CannotSendError(f"cannot send the call to a worker process: {exc}") from exc
+            raise CannotSendError(f"cannot send the call to {worker}: {exc}") from exc
+        how_to_fix = _HOW_TO_FIX.format(workers=workers)
         parts = [("callable", fn)]
         parts += [(f"argument {i}", a) for i, a in enumerate(args)]
         parts += [(f"keyword argument {k!r}", v) for k, v in (kwargs or {}).items()]
@@ -202,11 +207,10 @@ def dumps_call(fn, args, kwargs, strict=False):
                 _dumps_with_fallbacks(value)
             except Exception as inner:
                 raise CannotSendError(
-                    f"cannot send {what} {_short_repr(value)} to an interpreter worker: "
-                    f"{_why_not_sent(value, inner)}; {_HOW_TO_FIX}"
+                    f"cannot send {what} {_short_repr(value)} to {worker}: "
+                    f"{_why_not_sent(value, inner)}; {how_to_fix}"
                 ) from inner
-        raise CannotSendError(f"cannot send the call to an interpreter worker: {exc}; "
-                              f"{_HOW_TO_FIX}") from exc
+        raise CannotSendError(f"cannot send the call to {worker}: {exc}; {how_to_fix}") from exc
 
 
 def _dumps_with_fallbacks(obj):
@@ -252,7 +256,8 @@ def dumps_call_oob(fn, args, kwargs, strict=False, own_only=False):
     try:
         pickler.dump((fn, args, kwargs))
     except Exception:
-        return dumps_call(fn, args, kwargs, strict), []  # names what cannot be sent
+        kind = "processes" if not own_only else "interpreters"
+        return dumps_call(fn, args, kwargs, strict, kind), []  # names what cannot be sent
     return data.getvalue(), buffers
 
 
@@ -608,25 +613,38 @@ _main_to_load = None  # in a worker: how to load the program's __main__, until i
 _main_failure = None  # in a worker: why loading it failed
 
 
-_start_failure_handlers = None  # weakref.WeakKeyDictionary: pool -> handler(exception)
+class _PerPool:
+    """A table pool -> value that holds its pools weakly, made on first use."""
+
+    def __init__(self):
+        self._table = None
+
+    def set(self, pool, value):
+        with _live_pools_lock:
+            if self._table is None:
+                import weakref
+
+                self._table = weakref.WeakKeyDictionary()
+            self._table[pool] = value
+
+    def get(self, pool):
+        table = self._table
+        return table.get(pool) if table is not None else None
+
+
+_start_failure_handlers = _PerPool()  # pool -> handler(exception)
 
 
 def on_worker_start_failure(pool, handler):
     """Have handler(exception) called (in the pool's creator) when a worker of `pool` fails to
     start: its initializer raised or could not be sent."""
-    global _start_failure_handlers
-    with _live_pools_lock:
-        if _start_failure_handlers is None:
-            import weakref
-
-            _start_failure_handlers = weakref.WeakKeyDictionary()
-        _start_failure_handlers[pool] = handler
+    _start_failure_handlers.set(pool, handler)
 
 
 def worker_start_failed(pool, exc):
     """Called from C, in the creator's interpreter: a worker of `pool` could not start because
     of `exc`. Returns the message of the BrokenInterpreterPool its tasks fail with."""
-    handler = _start_failure_handlers.get(pool) if _start_failure_handlers else None
+    handler = _start_failure_handlers.get(pool)
     if handler is not None:
         try:
             handler(exc)
@@ -638,7 +656,7 @@ def worker_start_failed(pool, exc):
 
 # --- process workers (runtime/python/process.cpp, unirun/_process_child.py) -------------
 
-_process_settings = None  # weakref.WeakKeyDictionary: pool -> _ProcessSettings
+_process_settings = _PerPool()  # pool -> _ProcessSettings
 
 
 class _ProcessSettings:
@@ -656,24 +674,18 @@ def set_process_settings(pool, context=None, strict=False):
     where available, else spawn: never fork). strict: exactly the stdlib's process pool rules
     (a call the child cannot unpickle, or a result the parent cannot, breaks the pool; no
     functions by code). Returns the settings (their `children` dict is live)."""
-    global _process_settings
     if context is None:
         import multiprocessing
 
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
     settings = _ProcessSettings(context, strict)
-    with _live_pools_lock:
-        if _process_settings is None:
-            import weakref
-
-            _process_settings = weakref.WeakKeyDictionary()
-        _process_settings[pool] = settings
+    _process_settings.set(pool, settings)
     return settings
 
 
 def _settings_of(pool):
-    settings = _process_settings.get(pool) if _process_settings else None
+    settings = _process_settings.get(pool)
     return settings if settings is not None else set_process_settings(pool)
 
 
@@ -759,20 +771,14 @@ def reap_process_child(pool, process, kill=False):
     return process.exitcode
 
 
-_child_death_handlers = None  # weakref.WeakKeyDictionary: pool -> handler(error)
+_child_death_handlers = _PerPool()  # pool -> handler(error)
 
 
 def on_child_death(pool, handler):
     """Have handler(error) called (on the worker's thread, in the pool's interpreter) when a
     child of `pool` dies; `error` is the BrokenProcessPool its running task fails with. Without
     a handler the worker starts a new child for its next task (traced)."""
-    global _child_death_handlers
-    with _live_pools_lock:
-        if _child_death_handlers is None:
-            import weakref
-
-            _child_death_handlers = weakref.WeakKeyDictionary()
-        _child_death_handlers[pool] = handler
+    _child_death_handlers.set(pool, handler)
 
 
 def describe_exit(pid, returncode):
@@ -804,7 +810,7 @@ def process_child_died(pool, process, task, cause=None):
                    "running or pending.")
     else:
         message = "A child process terminated abruptly, the process pool is not usable anymore"
-    handler = _child_death_handlers.get(pool) if _child_death_handlers else None
+    handler = _child_death_handlers.get(pool)
     if handler is not None:
         try:
             handler(broken_error(f"{message}\0{detail}", True))

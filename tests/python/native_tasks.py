@@ -28,6 +28,14 @@ def identity(value):
     return value
 
 
+def set_env(name, value):
+    os.environ[name] = value
+
+
+def get_env(name):
+    return os.environ.get(name)
+
+
 def big_bytes(n):
     return bytes(n)
 

@@ -12,6 +12,9 @@ Scenarios, each in its own child process (a crash or a hang fails that scenario,
   timeout. Done-callbacks count their calls, read the outcome, and some submit follow-up work
   and wait for it (without a timeout; at most max_workers - 1 wait at once, so the standard
   pool would never deadlock either).
+- processes: the same rounds on ProcessExecutor (the processes flavor's process workers), where
+  some tasks kill their worker process (os._exit): each such task must fail with
+  BrokenProcessPool, the worker start a new child, and every other future end as it would.
 - interpreter-tasks: interpreter tasks that make futures inside their own interpreter (a
   ThreadExecutor, manual _unirun futures finished there or by other threads, a Run scope left
   by an exception) and check them there, beside ordinary tasks.
@@ -44,7 +47,7 @@ SIZES = {
     "medium": dict(rounds=8, submitters=16, per_thread=150, inner=12, inner_n=40, watchdog=300),
     "large": dict(rounds=25, submitters=32, per_thread=400, inner=40, inner_n=100, watchdog=1800),
 }
-SCENARIOS = ("threads", "compat", "interpreters", "interpreter-tasks")
+SCENARIOS = ("threads", "compat", "interpreters", "processes", "interpreter-tasks")
 
 
 def make_executor(flavor, workers):
@@ -56,6 +59,10 @@ def make_executor(flavor, workers):
         from unirun.compat.thread_pool import ThreadPoolExecutor
 
         return ThreadPoolExecutor(workers)
+    if flavor == "processes":
+        from unirun._executors import ProcessExecutor
+
+        return ProcessExecutor(workers)
     from unirun._executors import InterpreterExecutor
 
     return InterpreterExecutor(workers)
@@ -164,7 +171,10 @@ class Round:
         for j in range(self.size["per_thread"]):
             key = (self.number, index, j)
             nonce = rng.getrandbits(32)
-            kind = rng.choices(["value", "fail", "nap"], weights=[6, 2, 2])[0]
+            kinds, weights = ["value", "fail", "nap"], [6, 2, 2]
+            if self.flavor == "processes":
+                kinds, weights = kinds + ["die"], weights + [0.1]  # about 1 task in 100
+            kind = rng.choices(kinds, weights=weights)[0]
             args = (key, nonce) if kind != "nap" else (key, nonce, rng.random() * 0.002)
             fn = getattr(self.tasks, kind)
             try:
@@ -173,7 +183,7 @@ class Round:
                 if not self.shut.is_set():
                     self.problem(f"submit raised RuntimeError before any shutdown ({key})")
                 return
-            record = Record(key, kind, future, self.tasks.expected("fail" if kind == "fail" else "value", key, nonce))
+            record = Record(key, kind, future, self.tasks.expected(kind if kind in ("fail", "die") else "value", key, nonce))
             # Some futures get no callback: nothing observes them until a waiter comes.
             names = rng.sample(["count", "read", "followup", "count2"], k=rng.choice([0, 0, 1, 1, 2]))
             with self.lock:
@@ -291,7 +301,7 @@ class Round:
             thread.start()
         for thread in pair:
             thread.join()
-        thread_flavor = self.flavor != "interpreters"
+        thread_flavor = self.flavor not in ("interpreters", "processes")
         for record, first, second in zip(self.records, *reads):
             key, future = record.key, record.future
             if first[0] != second[0] or first[1] is not second[1] and first[0] != "cancelled":

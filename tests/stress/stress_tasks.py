@@ -34,10 +34,25 @@ def nap(key, nonce, seconds):
     return ("v", key, nonce, [nonce])
 
 
+DIED = ("A process in the process pool was terminated abruptly while the future was running "
+        "or pending.",)
+
+
+def die(key, nonce):
+    """A worker process that dies mid-task (process flavors only)."""
+    import os
+
+    os._exit(3)
+
+
 def expected(kind, key, nonce):
     """What the task of `kind` publishes: ("value", v) or ("raise", type, args)."""
     if kind == "fail":
         return ("raise", StressError, (key, nonce))
+    if kind == "die":
+        from concurrent.futures.process import BrokenProcessPool
+
+        return ("raise", BrokenProcessPool, DIED)
     return ("value", ("v", key, nonce, [nonce]))
 
 

@@ -331,6 +331,22 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
                                             chunksize=chunksize, **extra)
         return map_calls(self, fn, iterables, timeout, buffersize)
 
+    def _force_shutdown(self, operation):
+        """3.14's terminate_workers() and kill_workers(): shut down, cancelling what is queued,
+        and signal every live child; a running task then fails with BrokenProcessPool."""
+        if self._workers is None:
+            return super()._force_shutdown(operation)
+        if operation not in ("terminate", "kill"):
+            raise ValueError(f"Unsupported operation: {operation!r}")
+        processes = dict(self._processes)
+        self.shutdown(wait=False, cancel_futures=True)
+        for process in processes.values():
+            try:
+                if process.is_alive():
+                    getattr(process, operation)()
+            except (ValueError, ProcessLookupError):
+                pass  # already gone
+
     def shutdown(self, wait=True, *, cancel_futures=False):
         if self._stdlib_self:
             return _STDLIB_PROCESS_POOL.shutdown(self, wait, cancel_futures=cancel_futures)
