@@ -452,11 +452,23 @@ bool Call::run_remote() {
 }
 
 bool Call::finish_with_owner_copy(WorkerContext *worker, PyObject *result) {
-    // The result is this interpreter's; its bytes do not change (bytes are immutable; a
-    // bytearray only this task had) and it stays alive while the owner copies them.
+    // The result is this interpreter's. Exported while the owner copies it, so no thread of
+    // this interpreter can resize it meanwhile (bytes cannot change at all).
     const bool is_bytes = PyBytes_CheckExact(result);
-    const char *memory = is_bytes ? PyBytes_AS_STRING(result) : PyByteArray_AS_STRING(result);
-    Py_ssize_t size = is_bytes ? PyBytes_GET_SIZE(result) : PyByteArray_GET_SIZE(result);
+    Py_buffer view;
+    if (PyObject_GetBuffer(result, &view, PyBUF_SIMPLE) < 0) {
+        std::string data;
+        bool produced = exception_outcome(worker, false, &data);
+        if (!produced) {
+            PyErr_Clear();
+            fail_broken("the interpreter worker could not send the task's outcome back");
+            return false;
+        }
+        finish_remote(false, std::move(data), Encoding::Pickle);
+        return false;
+    }
+    const char *memory = static_cast<const char *>(view.buf);
+    Py_ssize_t size = view.len;
     bool ok;
     {
         SwitchTo home(worker->home);
@@ -467,6 +479,7 @@ bool Call::finish_with_owner_copy(WorkerContext *worker, PyObject *result) {
         finish_local(nullptr, outcome.get(), !ok);
         if (PyErr_Occurred()) PyErr_WriteUnraisable(nullptr);  // a callback's, in the owner
     }
+    PyBuffer_Release(&view);
     return ok;
 }
 

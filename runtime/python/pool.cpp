@@ -386,12 +386,27 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
         PyErr_SetString(PyExc_TypeError, "fail_pending() needs an exception instance");
         return nullptr;
     }
+    // Each call fails with its own exception (a copy, with the same cause): one object raised
+    // by many result() calls would gather every caller's frames in its traceback.
+    Ref copy_module = Ref::steal(PyImport_ImportModule("copy"));
+    if (!copy_module) PyErr_Clear();  // then they share it
+    bool first = true;
     for (auto &task : as_pool(self)->core->drain()) {
         auto *call = static_cast<Call *>(task.get());
-        if (call->try_start())
-            call->finish_local(nullptr, exception, true);
-        else
+        if (call->try_start()) {
+            Ref own = first || !copy_module ? Ref::borrow(exception)
+                                            : Ref::steal(PyObject_CallMethod(copy_module.get(), "copy", "O", exception));
+            if (!own || !PyExceptionInstance_Check(own.get())) {
+                PyErr_Clear();
+                own = Ref::borrow(exception);
+            } else if (own.get() != exception) {
+                PyException_SetCause(own.get(), PyException_GetCause(exception));
+            }
+            first = false;
+            call->finish_local(nullptr, own.get(), true);
+        } else {
             call->notify_skipped();
+        }
     }
     if (PyErr_Occurred()) return nullptr;  // a callback's Ctrl-C, once every call has ended
     Py_RETURN_NONE;
@@ -649,6 +664,7 @@ void work_in_subinterpreter(PoolObject *pool) {
 void work_with_a_process(PoolObject *pool) {
     WorkerContext context;
     context.home = PyThreadState_Get();
+    block_sigpipe_on_this_thread();
     ProcessChild child(reinterpret_cast<PyObject *>(pool), pool->max_tasks_per_child, pool->strict);
     context.process = &child;
     child.start(&context.broken);  // the child a submit started; it is awaited with a task in hand

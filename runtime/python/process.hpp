@@ -8,6 +8,7 @@
 #pragma once
 
 #include "python/call.hpp"
+#include "python/ref.hpp"
 
 #include <string>
 #include <vector>
@@ -39,14 +40,25 @@ class ProcessChild {
 
    private:
     enum class Io { Ok, Closed, Error };
+    bool run_once(Call &call, bool may_retry);
+    // Sends the call and reads the outcome's header and payload; `sent`: the child had it all.
+    Io exchange(Call &call, char *tag, std::vector<uint64_t> *lengths, std::string *payload, bool *sent);
+    Ref read_buffers(char tag, const std::vector<uint64_t> &lengths, Io *io);
+    Ref decode_result(char tag, const std::string &payload, PyObject *buffers);
+    Ref decode_exception(const std::string &payload);
+    // Ends the call with a decoded outcome, or with what stopped the decoding.
+    bool finish_decoded(Call &call, Ref decoded, bool is_exception);
     Io write_frame(char tag, const std::string &payload, const std::vector<Py_buffer *> &buffers);
     Io read_header(char *tag, std::vector<uint64_t> *lengths, uint64_t *payload_size);
     Io read_exactly(char *into, size_t size);
     // The header and the payload (not the buffers, which follow): detached.
     Io read_frame(char *tag, std::vector<uint64_t> *lengths, std::string *payload);
+    // Until `fd` is ready for `events`, or the child has ended (Closed). Detached.
+    Io wait_for(int fd, short events);
     // The child ended unasked (or, with `cause`, sent what cannot be decoded here: it is
     // killed): reap it and return the message its task fails with.
     std::string died(bool during_task, PyObject *cause = nullptr);
+    void kill();
     void close_pipes();
 
     PyObject *pool_;
@@ -54,11 +66,16 @@ class ProcessChild {
     bool strict_;
     long tasks_ = 0;
     bool ready_ = false;
+    bool initializer_failed_ = false;  // or the child could not even be started
     PyObject *process_ = nullptr;  // the running child's multiprocessing Process, or null
     int to_child_ = -1, from_child_ = -1;
+    int sentinel_ = -1;            // process_.sentinel: readable once the child has ended
     std::vector<char> in_;  // read-ahead from the child
     size_t in_begin_ = 0, in_end_ = 0;
 };
+
+// Process workers' threads write to pipes whose reader may have died: EPIPE, never SIGPIPE.
+void block_sigpipe_on_this_thread();
 
 // _unirun._read_bytes(fd, size, prefix=b""): in a worker process, a bytes object of `size`
 // bytes: `prefix`, then the rest read from `fd` straight into it (no copy through a buffer).

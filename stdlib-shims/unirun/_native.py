@@ -286,7 +286,8 @@ def _bytes_from_buffer(buffer):
 
 
 def _bytearray_from_buffer(buffer):
-    return bytearray(buffer)
+    # A worker process reads a writable buffer into a bytearray: used as it is.
+    return buffer if type(buffer) is bytearray else bytearray(buffer)
 
 
 class _CallPickler(pickle.Pickler):
@@ -701,7 +702,7 @@ def prestart_process_child(pool):
 def start_process_child(pool):
     """Called from C on a worker thread of `pool`: the child it drives (one a submit started,
     or a new one): (its multiprocessing Process, the fd to write calls to, the fd to read
-    outcomes from)."""
+    outcomes from, its sentinel)."""
     settings = _settings_of(pool)
     with _live_pools_lock:
         if settings.prestarted:
@@ -732,7 +733,7 @@ def _start_child(pool, settings):
             connection.close()
     with _live_pools_lock:
         settings.children[process.pid] = process
-    return process, to_child, from_child
+    return process, to_child, from_child, process.sentinel
 
 
 def _drop_prestarted(pool):
@@ -742,7 +743,7 @@ def _drop_prestarted(pool):
     with _live_pools_lock:
         child = settings.prestarted.pop() if settings.prestarted else None
     if child is not None:
-        process, to_child, from_child = child
+        process, to_child, from_child, _ = child
         os.close(to_child)
         os.close(from_child)
         reap_process_child(pool, process, kill=True)

@@ -21,7 +21,9 @@ import struct
 import sys
 
 _HEADER = struct.Struct("<cIQ")  # tag, number of out-of-band buffers, payload length
-_LENGTH = struct.Struct("<Q")
+_LENGTH = struct.Struct("<Q")  # a buffer's length, with _WRITABLE set for a writable one
+_WRITABLE = 1 << 63
+_IOV_MAX = getattr(os, "IOV_MAX", None) or 1024
 _RAW_BYTES_AT = 1 << 16  # a bytes result this large goes back raw, without pickle's copy
 _MARSHALLED = (type(None), bool, int, float, complex, str, bytes)
 
@@ -45,23 +47,35 @@ class _Reader:
         data, self.pending = self.pending[:size], self.pending[size:]
         return data
 
-    def large(self, size):
-        import _unirun
-
+    def large(self, size, writable=False):
         prefix, self.pending = self.pending[:size], self.pending[size:]
-        return _unirun._read_bytes(self.fd, size, prefix)
+        if not writable:
+            import _unirun
+
+            return _unirun._read_bytes(self.fd, size, prefix)
+        buffer = bytearray(size)
+        view = memoryview(buffer)
+        view[:len(prefix)] = prefix
+        got = len(prefix)
+        while got < size:
+            n = os.readv(self.fd, [view[got:]])
+            if not n:
+                raise EOFError("the parent closed the pipe mid-frame")
+            got += n
+        return buffer
 
 
 def _read_frame(reader):
-    """(tag, payload, buffers), or None when the parent closed the pipe. Buffers come as bytes
-    objects: unirun._native's reconstructors use one for a bytes argument as it is."""
+    """(tag, payload, buffers), or None when the parent closed the pipe. Buffers come as bytes,
+    or bytearrays when writable on the parent's side: unirun._native's reconstructors use one
+    as it is for a bytes or bytearray argument."""
     header = reader.exactly(_HEADER.size)
     if header is None:
         return None
     tag, count, size = _HEADER.unpack(header)
     lengths = [_LENGTH.unpack(_must(reader.exactly(8)))[0] for _ in range(count)]
     payload = reader.large(size) if size >= 1 << 16 else _must(reader.exactly(size)) if size else b""
-    return tag, payload, [reader.large(length) for length in lengths]
+    return tag, payload, [reader.large(n & ~_WRITABLE, bool(n & _WRITABLE)) for n in lengths]
 
 
 def _must(data):
@@ -71,12 +85,13 @@ def _must(data):
 
 
 def _write_frame(fd, tag, payload, buffers=()):
+    buffers = [memoryview(b) for b in buffers]
     head = [_HEADER.pack(tag, len(buffers), len(payload))]
-    head += [_LENGTH.pack(memoryview(b).nbytes) for b in buffers]
-    parts = [b"".join(head), payload, *buffers]
-    views = [memoryview(p).cast("B") for p in parts if len(p)]
+    head += [_LENGTH.pack(b.nbytes | (0 if b.readonly else _WRITABLE)) for b in buffers]
+    parts = [memoryview(b"".join(head)), memoryview(payload), *buffers]
+    views = [p.cast("B") for p in parts if p.nbytes]
     while views:
-        written = os.writev(fd, views)
+        written = os.writev(fd, views[:_IOV_MAX])
         while views and written >= views[0].nbytes:
             written -= views[0].nbytes
             views.pop(0)
@@ -145,7 +160,9 @@ def serve(calls, outcomes, initializer, strict):
 def _serve(reader, wfd, native, strict):
     function_from_code = native._function_from_code
     while (frame := _read_frame(reader)) is not None:
-        _, payload, buffers = frame
+        tag, payload, buffers = frame
+        if tag == b"Q":  # asked to leave
+            return
         if strict:
             # As the stdlib's workers: a call that cannot be unpickled ends this process.
             call = native.loads(payload, buffers)

@@ -15,6 +15,8 @@ Scenarios, each in its own child process (a crash or a hang fails that scenario,
 - processes: the same rounds on ProcessExecutor (the processes flavor's process workers), where
   some tasks kill their worker process (os._exit): each such task must fail with
   BrokenProcessPool, the worker start a new child, and every other future end as it would.
+- compat-processes: the same rounds (no dying tasks: a death breaks that pool, as the stdlib's)
+  on unirun.compat's ProcessPoolExecutor, on process workers.
 - interpreter-tasks: interpreter tasks that make futures inside their own interpreter (a
   ThreadExecutor, manual _unirun futures finished there or by other threads, a Run scope left
   by an exception) and check them there, beside ordinary tasks.
@@ -47,7 +49,7 @@ SIZES = {
     "medium": dict(rounds=8, submitters=16, per_thread=150, inner=12, inner_n=40, watchdog=300),
     "large": dict(rounds=25, submitters=32, per_thread=400, inner=40, inner_n=100, watchdog=1800),
 }
-SCENARIOS = ("threads", "compat", "interpreters", "processes", "interpreter-tasks")
+SCENARIOS = ("threads", "compat", "interpreters", "processes", "compat-processes", "interpreter-tasks")
 
 
 def make_executor(flavor, workers):
@@ -63,6 +65,10 @@ def make_executor(flavor, workers):
         from unirun._executors import ProcessExecutor
 
         return ProcessExecutor(workers)
+    if flavor == "compat-processes":
+        from unirun.compat.process_pool import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(workers)
     from unirun._executors import InterpreterExecutor
 
     return InterpreterExecutor(workers)
@@ -279,6 +285,8 @@ class Round:
         self.stats = {"futures": len(futures), "cancel_won": sum(r.cancel_won for r in self.records),
                       "cancelled": sum(f.cancelled() for f in futures), "waits": self.waits,
                       "followups": sum(len(r.followups) for r in self.records), "shut": self.shut.is_set()}
+        if self.flavor == "processes":  # children that died mid-task (and were replaced)
+            self.stats["died"] = sum(r.kind == "die" and not r.future.cancelled() for r in self.records)
         return len(self.records)
 
     def check(self):
@@ -301,7 +309,7 @@ class Round:
             thread.start()
         for thread in pair:
             thread.join()
-        thread_flavor = self.flavor not in ("interpreters", "processes")
+        thread_flavor = self.flavor not in ("interpreters", "processes", "compat-processes")
         for record, first, second in zip(self.records, *reads):
             key, future = record.key, record.future
             if first[0] != second[0] or first[1] is not second[1] and first[0] != "cancelled":

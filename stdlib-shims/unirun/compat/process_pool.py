@@ -208,12 +208,19 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
 
     def _break_workers(self, reason):
         """The stdlib's reaction to a dead worker process: the pool is unusable; what is queued
-        fails with BrokenProcessPool, and so does every later submit."""
+        fails with BrokenProcessPool, and so does every later submit; the other workers'
+        processes are terminated, so the tasks they run fail with it too."""
         with self._lock:
             if self._broken:
                 return
             self._broken = reason
         self._workers._pool.fail_pending(_stdlib.BrokenProcessPool(_BROKEN_TASK))
+        for process in list(self._processes.values()):
+            try:
+                if process.is_alive():
+                    process.terminate()
+            except (ValueError, ProcessLookupError):
+                pass  # already gone
 
     def _process_pool(self):
         with self._lock:
