@@ -373,6 +373,22 @@ PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
     Py_RETURN_NONE;
 }
 
+// forget_thread(thread): a worker thread that is leaving is no longer listed.
+PyObject *pool_forget_thread(PyObject *self, PyObject *thread) {
+    PoolObject *pool = as_pool(self);
+    int error = 0;
+    Py_BEGIN_CRITICAL_SECTION(pool->threads);
+    for (Py_ssize_t i = PyList_GET_SIZE(pool->threads) - 1; i >= 0; --i) {
+        if (PyList_GET_ITEM(pool->threads, i) == thread) {
+            error = PyList_SetSlice(pool->threads, i, i + 1, nullptr);
+            break;
+        }
+    }
+    Py_END_CRITICAL_SECTION();
+    if (error < 0) return nullptr;
+    Py_RETURN_NONE;
+}
+
 // worker_start_failed(): a worker thread leaves before working (its initializer failed).
 PyObject *pool_worker_start_failed(PyObject *self, PyObject *) {
     as_pool(self)->core->worker_start_failed();
@@ -456,6 +472,7 @@ PyMethodDef pool_methods[] = {
      "that goes running when this call starts (the call does not run if it cannot)"},
     {"shutdown", pool_shutdown, METH_O, "shutdown(cancel_futures): stop taking work"},
     {"counters", pool_counters, METH_NOARGS, "the scheduler's counters, as a dict"},
+    {"forget_thread", pool_forget_thread, METH_O, "a worker thread that leaves (internal)"},
     {"worker_start_failed", pool_worker_start_failed, METH_NOARGS,
      "a started worker thread will not work (internal)"},
     {"fail_pending", pool_fail_pending, METH_O, "fail_pending(exception): end queued calls with it"},

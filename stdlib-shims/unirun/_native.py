@@ -35,6 +35,7 @@ def start_worker(pool, name):
         thread = threading.Thread(target=_initialize_then_work, args=(pool,), name=name)
     if pool.kind == "processes":
         prestart_process_child(pool)
+        thread = threading.Thread(target=_work_then_leave, args=(pool,), name=name)
     try:
         thread.start()  # last: once the thread runs, the pool counts it
     except BaseException as exc:
@@ -47,6 +48,19 @@ def start_worker(pool, name):
         # submit that started it raises the interrupt once its task is queued.
         return thread, exc
     return thread, None
+
+
+def _work_then_leave(pool):
+    """A process worker's thread: once it leaves, its pool forgets it (as the stdlib's process
+    pool keeps no handle on its helper threads once shut down)."""
+    import threading
+
+    import _unirun
+
+    try:
+        _unirun._work(pool)
+    finally:
+        pool.forget_thread(threading.current_thread())
 
 
 def _initialize_then_work(pool):

@@ -155,7 +155,8 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         self._max_tasks_per_child = max_tasks_per_child
         self._fallback = None  # interpreters mode: the stdlib pool tasks fall back to
         self._interpreters = None
-        self._workers = None
+        self._workers = None  # until shutdown: afterwards nothing here holds the worker threads
+        self._on_workers = False  # served by unirun's process workers
         self._stdlib_self = False  # the whole pool is the standard class's (this instance)
         self._lock = threading.Lock()
         self._shutdown_thread = False
@@ -171,6 +172,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
                     mp_context = multiprocessing.get_context("spawn")  # as the stdlib's
                 self._mp_context = mp_context
                 self._workers = self._start_workers(initializer, initargs)
+                self._on_workers = True
                 self._processes = self._workers._settings.children  # {pid: Process}, live
                 # What code reaching into the stdlib's internals joins: the workers.
                 self._executor_manager_thread = self._call_queue = _WorkerThreads(self._workers._pool)
@@ -214,8 +216,10 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             if self._broken:
                 return
             self._broken = reason
-        self._workers._pool.fail_pending(_stdlib.BrokenProcessPool(_BROKEN_TASK))
-        for process in list(self._processes.values()):
+        workers, processes = self._workers, self._processes
+        if workers is not None:
+            workers._pool.fail_pending(_stdlib.BrokenProcessPool(_BROKEN_TASK))
+        for process in list((processes or {}).values()):
             try:
                 if process.is_alive():
                     process.terminate()
@@ -249,15 +253,18 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             raise RuntimeError("cannot schedule new futures after shutdown")
         if _stdlib._global_shutdown:
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
-        if self._workers is not None:
+        if self._on_workers:
+            workers = self._workers
+            if workers is None:  # shut down meanwhile
+                raise RuntimeError("cannot schedule new futures after shutdown")
             try:
-                return self._workers._pool.submit(fn, args, kwargs or None)
+                return workers._pool.submit(fn, args, kwargs or None)
             except _native.CannotSendError as exc:
                 # As the stdlib's: what cannot be pickled fails its future with pickle's own
                 # error, after a worker took it (so workers start, as the stdlib's do for it).
                 error = exc.__cause__ or exc
                 try:
-                    return self._workers._pool.submit(_native.raise_error, (error,), None)
+                    return workers._pool.submit(_native.raise_error, (error,), None)
                 except _native.CannotSendError:
                     future = _base.Future()
                     future.set_exception(error)
@@ -322,7 +329,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         """As ProcessPoolExecutor.map; every item is its own task, so each can fall back."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        if self._workers is not None:
+        if self._on_workers:
             if chunksize == 1:
                 return map_calls(self, fn, iterables, timeout, buffersize)
             # Batches, as the stdlib's: one task per chunk, through this instance's submit.
@@ -341,11 +348,11 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     def _force_shutdown(self, operation):
         """3.14's terminate_workers() and kill_workers(): shut down, cancelling what is queued,
         and signal every live child; a running task then fails with BrokenProcessPool."""
-        if self._workers is None:
+        if not self._on_workers:
             return super()._force_shutdown(operation)
         if operation not in ("terminate", "kill"):
             raise ValueError(f"Unsupported operation: {operation!r}")
-        processes = dict(self._processes)
+        processes = dict(self._processes or {})
         self.shutdown(wait=False, cancel_futures=True)
         for process in processes.values():
             try:
@@ -358,8 +365,13 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         if self._stdlib_self:
             return _STDLIB_PROCESS_POOL.shutdown(self, wait, cancel_futures=cancel_futures)
         self._shutdown_thread = True
-        if self._workers is not None:
-            self._workers.shutdown(wait=wait, cancel_futures=cancel_futures)
+        workers = self._workers
+        if workers is not None:
+            workers.shutdown(wait=wait, cancel_futures=cancel_futures)
+            # As the stdlib's: a shut-down pool keeps no handle on its workers (their threads
+            # end on their own; code that kept the stand-in or the dict still joins them).
+            self._workers = self._executor_manager_thread = self._call_queue = None
+            self._processes = None
         if self._interpreters is not None:
             self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
         with self._lock:
