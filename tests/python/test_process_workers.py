@@ -151,3 +151,50 @@ def test_compat_process_pool_ends_every_future_in_a_shutdown_race():
 
     for _ in range(3):
         assert not _shutdown_race(ProcessPoolExecutor)
+
+
+def _interrupted_run(command):
+    """Runs `command` in a session of its own (SIGINT at its default), sends SIGINT to the
+    whole group once it printed its workers' pids, and returns (exit status, output, pids)."""
+    import subprocess
+    import sys
+    import time
+
+    def default_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=default_sigint, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("pids"), (first, proc.stderr.read() if proc.poll() is not None else "")
+        pids = [int(p) for p in first.split()[1:]]
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    time.sleep(0.5)
+    return proc.returncode, first + out + err, pids
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_ctrl_c_ends_the_program_and_its_worker_processes():
+    import sys
+
+    program = os.path.join(os.path.dirname(os.path.abspath(__file__)), "programs",
+                           "interrupt_process_pool.py")
+    code, out, pids = _interrupted_run([sys.executable, program])
+    # It ends by the interrupt (raised in the parent, or the tasks' own coming back first and
+    # then the parent's), within the minute, and its workers are gone.
+    assert code in (130, -signal.SIGINT) and "KeyboardInterrupt" in out, (code, out)
+    assert len(pids) == 2 and not [p for p in pids if _alive(p)]
