@@ -155,7 +155,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         self._max_tasks_per_child = max_tasks_per_child
         self._fallback = None  # interpreters mode: the stdlib pool tasks fall back to
         self._interpreters = None
-        self._workers = None  # until shutdown: afterwards nothing here holds the worker threads
+        self._workers = None
         self._on_workers = False  # served by unirun's process workers
         self._stdlib_self = False  # the whole pool is the standard class's (this instance)
         self._lock = threading.Lock()
@@ -255,8 +255,6 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         if self._on_workers:
             workers = self._workers
-            if workers is None:  # shut down meanwhile
-                raise RuntimeError("cannot schedule new futures after shutdown")
             try:
                 return workers._pool.submit(fn, args, kwargs or None)
             except _native.CannotSendError as exc:
@@ -365,13 +363,10 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         if self._stdlib_self:
             return _STDLIB_PROCESS_POOL.shutdown(self, wait, cancel_futures=cancel_futures)
         self._shutdown_thread = True
-        workers = self._workers
-        if workers is not None:
-            workers.shutdown(wait=wait, cancel_futures=cancel_futures)
-            # As the stdlib's: a shut-down pool keeps no handle on its workers (their threads
-            # end on their own; code that kept the stand-in or the dict still joins them).
-            self._workers = self._executor_manager_thread = self._call_queue = None
-            self._processes = None
+        if self._workers is not None:
+            # (Its worker threads leave the pool's list as they end: a shut-down pool keeps
+            # no handle on threads that are gone, as the stdlib's keeps none on its helpers.)
+            self._workers.shutdown(wait=wait, cancel_futures=cancel_futures)
         if self._interpreters is not None:
             self._interpreters.shutdown(wait=wait, cancel_futures=cancel_futures)
         with self._lock:
