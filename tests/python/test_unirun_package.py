@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -243,6 +244,11 @@ def test_exception_in_scope_cancels_queued_work_and_propagates():
     with pytest.raises(KeyError):
         with Run("threads", max_workers=1) as executor:
             running = executor.submit(tasks.wait_for, release)
+            # Started before the scope fails (a slow machine may not have yet: then the exit
+            # would rightly cancel it too).
+            deadline = time.monotonic() + 60
+            while not running.running() and time.monotonic() < deadline:
+                time.sleep(0.001)
             queued = [executor.submit(tasks.square, i) for i in range(20)]
             # The only worker waits for `release`, so nothing queued can start until the
             # scope's exit cancels it; the last cancellation releases the worker.
