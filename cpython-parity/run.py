@@ -31,22 +31,24 @@ MODES = ("gil", "nogil")
 
 
 def load_waivers():
-    """A waiver's runtime is any, gil, nogil (every runtime of that build) or one runtime tag."""
+    """A waiver's runtime is any, gil, nogil (every runtime of that build), or one or more
+    runtime tags separated by spaces (e.g. "cp313 cp313t cp314 cp315": the runtimes whose suite
+    has the test)."""
     data = tomllib.loads((ROOT / "cpython-parity" / "waivers.toml").read_text())
     waivers = data.get("waiver", [])
     for waiver in waivers:
         missing = {"test", "suite", "runtime", "reason"} - set(waiver)
-        if (missing or not re.fullmatch(r"any|gil|nogil|cp\d+t?", str(waiver["runtime"]))
+        if (missing or not re.fullmatch(r"any|gil|nogil|cp\d+t?( cp\d+t?)*", str(waiver["runtime"]))
                 or not waiver["reason"].strip()):
             sys.exit(f"parity: malformed waiver {waiver}: needs test, suite, runtime "
-                     "(any|gil|nogil|a runtime tag such as cp314), reason")
+                     "(any|gil|nogil|runtime tags such as cp314 cp315), reason")
     return waivers
 
 
 def applies(waiver, runtime):
     """runtime: an entry of `unirun-python --list-runtimes --json`."""
     wanted = waiver["runtime"]
-    return (wanted == "any" or wanted == runtime["tag"]
+    return (wanted == "any" or runtime["tag"] in wanted.split()
             or wanted == ("nogil" if runtime["free_threaded"] else "gil"))
 
 
