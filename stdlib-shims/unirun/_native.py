@@ -161,8 +161,10 @@ def log_unexpected_state(future, state):
 def broken_error(message, processes=False):
     """The exception of a task whose worker could not start or whose worker process died:
     BrokenProcessPool for process workers, BrokenInterpreterPool for interpreter workers. A
-    message may carry a detail after a NUL (how the process ended): it becomes a note."""
-    message, _, detail = message.partition("\0")
+    message may carry, after NULs, a note (how the process ended) and the text of its cause,
+    which becomes a concurrent.futures.process._RemoteTraceback as the stdlib's (3.15) gives."""
+    message, _, rest = message.partition("\0")
+    detail, _, cause = rest.partition("\0")
     if processes:
         from concurrent.futures.process import BrokenProcessPool as broken
     else:
@@ -170,6 +172,10 @@ def broken_error(message, processes=False):
     error = broken(message)
     if detail:
         error.add_note(detail)
+    if cause:
+        from concurrent.futures.process import _RemoteTraceback
+
+        error.__cause__ = _RemoteTraceback(f"\n'''\n{cause}'''")
     return error
 
 
@@ -818,8 +824,11 @@ def process_child_died(pool, process, task, cause=None):
     stdlib's does) runs first; without one the worker replaces the child (traced)."""
     returncode = reap_process_child(pool, process, kill=cause is not None)
     detail = describe_exit(process.pid, returncode)
+    # The cause as the stdlib (3.15) words it: "Process PID terminated abruptly with exit code N".
+    why = f"Process {process.pid} terminated abruptly with exit code {returncode}"
     if cause is not None:
         detail = f"its result could not be decoded: {type(cause).__name__}: {cause}"
+        why = detail
     if task:
         message = ("A process in the process pool was terminated abruptly while the future was "
                    "running or pending.")
@@ -828,12 +837,12 @@ def process_child_died(pool, process, task, cause=None):
     handler = _child_death_handlers.get(pool)
     if handler is not None:
         try:
-            handler(broken_error(f"{message}\0{detail}", True))
+            handler(broken_error(f"{message}\0unirun: {detail}\0{why}", True))
         except Exception as error:
             sys.unraisablehook(_Unraisable(error, "reporting a worker process's death"))
     else:
         _trace_replacement(pool, detail)
-    return f"{message}\0unirun: {detail}"
+    return f"{message}\0unirun: {detail}\0{why}"
 
 
 def _trace_replacement(pool, detail):
