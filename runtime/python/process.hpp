@@ -4,7 +4,9 @@
 // with protocol 5 out-of-band buffers sent raw); outcomes come back in the same encodings.
 //
 // Frames, both ways: tag (1 byte), the number of buffers (u32), the payload's length (u64),
-// each buffer's length (u64), the payload, then the buffers; little-endian.
+// each buffer's length (u64; the top bit set for a writable buffer), the payload, then the
+// buffers; little-endian. Parent to child: 'C' call, 'Q' leave. Child to parent: 'R' ready,
+// 'F' initializer failed, 'M'/'P' value (marshal / pickle), 'B' large bytes, 'E' exception.
 #pragma once
 
 #include "python/call.hpp"
@@ -18,8 +20,9 @@ namespace unirun::python {
 class ProcessChild {
    public:
     // `pool`: the _unirun.Pool (borrowed: its worker thread holds it); `max_tasks`: tasks per
-    // child before it is replaced (0: no limit); `strict`: the stdlib's rules (a result that
-    // cannot be decoded here breaks the pool, so results are decoded at once).
+    // child before it is replaced (0: no limit); `strict`: the stdlib's rules (an outcome that
+    // cannot be decoded here breaks the pool, so outcomes are decoded at once; a child found
+    // dead before it had a task fails that task rather than passing it to a new child).
     ProcessChild(PyObject *pool, long max_tasks, bool strict)
         : pool_(pool), max_tasks_(max_tasks), strict_(strict) {}
     ~ProcessChild();
@@ -35,7 +38,7 @@ class ProcessChild {
     // Runs `call` in the child and delivers its outcome; a child that dies fails it with
     // BrokenProcessPool. Attached to the pool's interpreter.
     bool run(Call &call);
-    // Ends the child: closes its pipe (it exits at end-of-file) and reaps it. Attached.
+    // Ends the child: asks it to leave (a 'Q' frame, then end-of-file) and reaps it. Attached.
     void stop();
 
    private:
