@@ -121,6 +121,25 @@ def _fork_requested(mp_context):
     return None
 
 
+def _fork_objects(mp_context, initargs):
+    """(reason code, text) when, with no mp_context, the initargs hold multiprocessing locks
+    or semaphores made by multiprocessing's default context while that is fork (3.13 and
+    before on Linux; tqdm's process_map passes one): only forked workers can share them."""
+    if mp_context is not None:
+        return None
+    import multiprocessing
+
+    # (Not multiprocessing.get_context(): it would fix the default start method as it reads it.)
+    method = (multiprocessing.get_start_method(allow_none=True)
+              or multiprocessing.context._default_context._default_context.get_start_method())
+    if method != "fork":
+        return None
+    if any(hasattr(arg, "_semlock") for arg in initargs or ()):
+        return ("fork-processes", "ProcessPoolExecutor's initargs hold multiprocessing locks made "
+                "for forked processes (the default context here is fork)")
+    return None
+
+
 _BROKEN_POOL = "A child process terminated abruptly, the process pool is not usable anymore"
 _BROKEN_TASK = ("A process in the process pool was terminated abruptly while the future was "
                 "running or pending.")
@@ -164,7 +183,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         from . import _state
 
         if _state["process_pool"] != "interpreters":
-            reason = _fork_requested(mp_context)
+            reason = _fork_requested(mp_context) or _fork_objects(mp_context, initargs)
             if reason is None:
                 if mp_context is None and max_tasks_per_child is not None:
                     import multiprocessing

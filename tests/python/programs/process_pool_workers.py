@@ -46,6 +46,11 @@ def kill_self():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def take_lock(lock):
+    with lock:
+        pass
+
+
 def bad_initializer():
     raise RuntimeError("initializer fails")
 
@@ -88,6 +93,9 @@ if __name__ == "__main__":
     except Exception as e:
         print("submit after", type(e).__name__)
     ex.shutdown()
+    # A lock of multiprocessing's default context in initargs (tqdm's process_map passes one).
+    with cf.ProcessPoolExecutor(2, initializer=take_lock, initargs=(mp.RLock(),)) as ex:
+        print("default-context lock", list(ex.map(square, range(4))))
     ex = cf.ProcessPoolExecutor(1, mp_context=spawn, initializer=bad_initializer)
     print("bad initializer", outcome(ex.submit(square, 2)))
     ex.shutdown()
