@@ -19,6 +19,7 @@
 #include <iterator>
 #include <optional>
 #include <sstream>
+#include <tuple>
 #include <variant>
 
 #ifndef UNIRUN_VERSION
@@ -432,6 +433,27 @@ int main(int argc, char **argv) {
                         "give --trace (or UNIRUN_TRACE) a path in a writable directory");
         out << selection_json(selection, request) << "\n";
     }
+
+    // --metrics and --timeline: the runtime (unirun._metrics) writes them at exit, so a bad
+    // path is found now, before the program runs for nothing.
+    for (auto [value, variable, flag] : {std::tuple{&request.metrics, "UNIRUN_METRICS", "--metrics"},
+                                         std::tuple{&request.timeline, "UNIRUN_TIMELINE", "--timeline"}}) {
+        if (value->empty() || *value == "off") {
+            if (!value->empty()) setenv(variable, value->c_str(), 1);
+            continue;
+        }
+        std::error_code error;
+        auto path = fs::absolute(*value, error);
+        if (error) path = *value;
+        auto dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+        if (fs::is_directory(path, error) || access(dir.c_str(), W_OK) != 0)
+            return fail(std::string("cannot write ") + flag + " file " + path.string(),
+                        std::string("give ") + flag + " (or " + variable +
+                            ") the path of a file in a writable directory");
+        setenv(variable, path.c_str(), 1);
+    }
+    if (!request.metrics_interval.empty())
+        setenv("UNIRUN_METRICS_INTERVAL", request.metrics_interval.c_str(), 1);
 
     // RTLD_GLOBAL: extension modules resolve the C API from the libpython this library loads.
     void *library = dlopen(runtime.library.c_str(), RTLD_NOW | RTLD_GLOBAL);

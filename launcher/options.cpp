@@ -3,6 +3,9 @@
 #include <CLI/CLI.hpp>
 
 #include <array>
+#include <cctype>
+#include <cstdlib>
+#include <tuple>
 #include <sstream>
 
 namespace unirun::launcher {
@@ -27,11 +30,12 @@ bool is_python_long_option(std::string_view arg) {
 // Options of ours that take a value as the next argument when not written with '='.
 bool takes_separate_value(std::string_view arg) {
     return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace" || arg == "--compat" ||
-           arg == "--process-pool";
+           arg == "--process-pool" || arg == "--metrics" || arg == "--metrics-interval" ||
+           arg == "--timeline";
 }
 
 struct OptionTexts {
-    std::string thread_mode, runtime, trace, compat, process_pool;
+    std::string thread_mode, runtime, trace, compat, process_pool, metrics, metrics_interval, timeline;
 };
 
 void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
@@ -50,6 +54,15 @@ void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
     app.add_option("--trace", texts.trace,
                    "append every decision (runtime, scopes, executors) to PATH as JSON Lines "
                    "(env UNIRUN_TRACE)");
+    app.add_option("--metrics", texts.metrics,
+                   "write every executor's metrics to PATH at exit: Prometheus text for *.prom, "
+                   "JSON otherwise; off stops collecting them (env UNIRUN_METRICS)");
+    app.add_option("--metrics-interval", texts.metrics_interval,
+                   "with --metrics: also rewrite PATH every SECONDS while running "
+                   "(env UNIRUN_METRICS_INTERVAL)");
+    app.add_option("--timeline", texts.timeline,
+                   "record every task as a span on its worker and write them to PATH at exit, in "
+                   "Chrome's Trace Event format (Perfetto, chrome://tracing; env UNIRUN_TIMELINE)");
     app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
     app.add_flag("--json", options.json, "with --list-runtimes: print JSON instead of a table");
     app.add_flag("--unirun-version", options.version, "print unirun's version and exit");
@@ -131,6 +144,17 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
                               " is not a process pool mode; use processes, interpreters or stdlib"};
         options.process_pool = texts.process_pool;
     }
+    for (auto [flag, text, slot] : {std::tuple{"--metrics", &texts.metrics, &options.metrics},
+                                     std::tuple{"--metrics-interval", &texts.metrics_interval,
+                                                &options.metrics_interval},
+                                     std::tuple{"--timeline", &texts.timeline, &options.timeline}}) {
+        if (!app.count(flag)) continue;
+        if (text->empty())
+            return UsageError{std::string(flag) + (std::string_view(flag) == "--metrics-interval"
+                                                       ? " needs a number of seconds"
+                                                       : " needs a file path")};
+        *slot = *text;
+    }
     if (options.json && !options.list_runtimes)
         return UsageError{"--json only goes with --list-runtimes"};
     return options;
@@ -139,6 +163,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
 std::string usage_line() {
     return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] "
            "[--compat=managed|off] [--process-pool=processes|interpreters|stdlib] [--trace=PATH] "
+           "[--metrics=PATH|off [--metrics-interval=SECONDS]] [--timeline=PATH] "
            "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
            "arguments]";
 }
@@ -202,6 +227,29 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
                               "or unset it"};
         request.process_pool = *text;
     }
+    // The observability settings: each from its flag, else its environment twin.
+    auto pick = [&](const std::optional<std::string> &flag, const char *name) -> std::pair<std::string, std::string> {
+        if (flag) return {*flag, std::string("--") + name};
+        std::string var = "UNIRUN_" + std::string(name);
+        for (auto &c : var) c = c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        auto text = env(var);
+        return {text ? *text : "", var};
+    };
+    auto [metrics, metrics_from] = pick(options.metrics, "metrics");
+    auto [interval, interval_from] = pick(options.metrics_interval, "metrics-interval");
+    auto [timeline, timeline_from] = pick(options.timeline, "timeline");
+    if (!interval.empty()) {
+        char *end = nullptr;
+        double seconds = std::strtod(interval.c_str(), &end);
+        if (end == interval.c_str() || *end != '\0' || !(seconds > 0) || seconds > 1e9)
+            return UsageError{interval_from + "=" + interval +
+                              " is not a number of seconds; give a positive number such as 10 or 0.5"};
+        if (metrics.empty() || metrics == "off")
+            return UsageError{interval_from + " needs a metrics file: give --metrics=PATH (or UNIRUN_METRICS) too"};
+    }
+    request.metrics = metrics;
+    request.metrics_interval = interval;
+    request.timeline = timeline;
     return request;
 }
 

@@ -34,6 +34,9 @@ struct Options {
     std::optional<std::string> trace;  // JSON Lines of every decision go there (env UNIRUN_TRACE)
     std::optional<std::string> compat;        // managed | off (env UNIRUN_COMPAT)
     std::optional<std::string> process_pool;  // processes | interpreters (env UNIRUN_PROCESS_POOL)
+    std::optional<std::string> metrics;           // PATH or off (env UNIRUN_METRICS)
+    std::optional<std::string> metrics_interval;  // SECONDS (env UNIRUN_METRICS_INTERVAL)
+    std::optional<std::string> timeline;          // PATH (env UNIRUN_TIMELINE)
     bool list_runtimes = false;
     bool json = false;
     bool version = false;
@@ -63,6 +66,9 @@ struct Request {
     bool python_gil_off = false;  // PYTHON_GIL=0: the user asks a free-threaded build to stay so
     std::string compat = "managed";
     std::string process_pool = "processes";
+    std::string metrics;           // a path (.prom: Prometheus text, else JSON), "off", or empty
+    std::string metrics_interval;  // seconds, a positive number; empty: only at exit
+    std::string timeline;          // a path, or empty
 };
 
 std::variant<Request, UsageError> make_request(const Options &options, const EnvLookup &env);

@@ -46,6 +46,16 @@ bool install_compat(const char *process_pool) {
     return result != nullptr;
 }
 
+// unirun._metrics.start_from_environment(): --metrics and --timeline.
+bool start_observability() {
+    PyObject *module = PyImport_ImportModule("unirun._metrics");
+    if (!module) return false;
+    PyObject *result = PyObject_CallMethod(module, "start_from_environment", nullptr);
+    Py_DECREF(module);
+    Py_XDECREF(result);
+    return result != nullptr;
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const unirun_handoff *handoff) {
@@ -80,6 +90,14 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
     if (!set_sys_string("executable", handoff->launcher) || !append_sys_path(handoff->shims_dir)) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: error: cannot prepare sys for the program\n");
+        Py_Finalize();
+        return 1;
+    }
+    // --metrics, --timeline (the launcher checked them): set up before any executor exists.
+    const char *metrics = getenv("UNIRUN_METRICS"), *timeline = getenv("UNIRUN_TIMELINE");
+    if (((metrics && *metrics) || (timeline && *timeline)) && !start_observability()) {
+        PyErr_Print();
+        fprintf(stderr, "unirun-python: error: cannot set up --metrics / --timeline\n");
         Py_Finalize();
         return 1;
     }

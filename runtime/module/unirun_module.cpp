@@ -1,6 +1,7 @@
 #include "module/unirun_module.hpp"
 
 #include "python/future.hpp"
+#include "python/observe.hpp"
 #include "python/pool.hpp"
 #include "python/process.hpp"
 #include "python/ref.hpp"
@@ -23,6 +24,17 @@ PyMethodDef methods[] = {
     {"_work", python::work, METH_O, "_work(pool): the body of a worker thread (internal)."},
     {"_read_bytes", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(python::read_bytes)),
      METH_FASTCALL, "_read_bytes(fd, size, prefix=b''): a worker process's read (internal)."},
+    // Observability (python/observe.cpp; public through unirun.metrics(), ledger(), --timeline).
+    {"metrics_snapshot", python::metrics_snapshot, METH_NOARGS, "every pool's metrics (internal)."},
+    {"configure_observability", python::configure_observability, METH_VARARGS,
+     "configure_observability(metrics, timeline_capacity) (internal)."},
+    {"timeline_instant", python::timeline_instant, METH_VARARGS, "timeline_instant(name, args_json) (internal)."},
+    {"timeline_take", python::timeline_take, METH_NOARGS, "the timeline's events so far (internal)."},
+    {"timeline_on", python::timeline_on, METH_NOARGS, "whether the timeline records (internal)."},
+    {"ledger_note", python::ledger_note, METH_VARARGS, "ledger_note(kind, module, detail) (internal)."},
+    {"ledger_notes", python::ledger_notes, METH_NOARGS, "the ledger's notes (internal)."},
+    {"module_declarations", python::module_declarations, METH_O,
+     "module_declarations(module): its Py_mod_gil / Py_mod_multiple_interpreters slots (internal)."},
     {nullptr, nullptr, 0, nullptr},
 };
 

@@ -44,6 +44,20 @@ struct PoolObject {
 
 PoolObject *as_pool(PyObject *self) { return reinterpret_cast<PoolObject *>(self); }
 
+// A lifecycle event of the pool (unirun._events: the "unirun" logger, --trace, --timeline).
+// An Exception from the reporting is dropped (monitoring must not fail the work); an interrupt
+// stays set for the caller to raise.
+bool pool_event(PyObject *self, const char *event) {
+    Ref args = Ref::steal(Py_BuildValue("(Os)", self, event));
+    Ref done = args ? call_native("pool_event", args.get()) : Ref();
+    if (done) return true;
+    if (PyErr_ExceptionMatches(PyExc_Exception)) {
+        PyErr_Clear();
+        return true;
+    }
+    return false;
+}
+
 // Starts one worker: threading.Thread(target=_unirun._work, args=(pool,), name=...).
 // Runs attached to the pool's interpreter (the submitting thread).
 bool spawn_worker(PyObject *self) {
@@ -140,6 +154,16 @@ PyObject *pool_new(PyTypeObject *type, PyObject *args, PyObject *kwargs) {
         Py_DECREF(self);
         return nullptr;
     }
+    const char *prefix = PyUnicode_AsUTF8(name_prefix);
+    if (!prefix) {
+        Py_DECREF(self);
+        return nullptr;
+    }
+    pool->core->set_labels(prefix, kind);
+    if (!pool_event(self, "pool.start")) {
+        Py_DECREF(self);
+        return nullptr;
+    }
     return self;
 }
 
@@ -178,9 +202,33 @@ void pool_dealloc(PyObject *self) {
     Py_DECREF(type);
 }
 
-PyObject *shut_down_error() {
+PyObject *shut_down_error(PoolObject *pool) {
+    pool->core->note_rejected();
     PyErr_SetString(PyExc_RuntimeError, "cannot schedule new futures after shutdown");
     return nullptr;
+}
+
+// The name of a task's span on the timeline: the callable's qualified name (a partial's
+// function's), else its type's. Only asked for while the timeline records.
+std::string timeline_label(PyObject *fn) {
+    PyObject *error = PyErr_GetRaisedException();  // none expected; keep the state as it was
+    PyObject *target = fn;
+    Ref inner;
+    if (!PyFunction_Check(fn) && !PyCFunction_Check(fn)) {
+        inner = Ref::steal(PyObject_GetAttrString(fn, "func"));  // functools.partial
+        if (inner && PyCallable_Check(inner.get())) target = inner.get();
+        PyErr_Clear();
+    }
+    Ref name = Ref::steal(PyObject_GetAttrString(target, "__qualname__"));
+    if (!name || !PyUnicode_Check(name.get())) {
+        PyErr_Clear();
+        name = Ref::steal(PyObject_GetAttrString(reinterpret_cast<PyObject *>(Py_TYPE(target)), "__qualname__"));
+    }
+    const char *text = name && PyUnicode_Check(name.get()) ? PyUnicode_AsUTF8(name.get()) : nullptr;
+    std::string label = text ? text : "call";
+    PyErr_Clear();
+    PyErr_SetRaisedException(error);
+    return label;
 }
 
 // A plain function that needs nothing but its code and the builtins (no closure, no defaults,
@@ -267,7 +315,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     }
     PoolObject *pool = as_pool(self);
     PyObject *kwargs = args[2] == Py_None ? nullptr : args[2];
-    if (pool->core->is_shut_down()) return shut_down_error();
+    if (pool->core->is_shut_down()) return shut_down_error(pool);
     CallPtr call;
     if (pool->kind == PoolKind::Threads) {
         call = std::make_shared<Call>(Call::Kind::Thread, PyInterpreterState_Get());
@@ -333,11 +381,12 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call->set_payload(std::string(data, static_cast<size_t>(size)));
         call->set_buffers(std::move(buffers));
     }
+    if (scheduler::Timeline::on()) call->label = timeline_label(args[0]);
     if (nargs == 4 && args[3] != Py_None)
         call->start_with(reinterpret_cast<FutureObject *>(args[3])->call);
     Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(module_state->future_type), call));
     if (!future) return nullptr;
-    if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error();
+    if (pool->core->submit(call) == scheduler::Pool::Submit::ShutDown) return shut_down_error(pool);
     // Another thread's submit may be starting a worker too: these two fields change under the
     // pool's critical section (free-threaded builds).
     PyObject *interrupt = nullptr, *spawn_error = nullptr;
@@ -366,6 +415,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
     int cancel = PyObject_IsTrue(cancel_futures);
     if (cancel < 0) return nullptr;
+    if (!as_pool(self)->core->is_shut_down() && !pool_event(self, "pool.shutdown")) return nullptr;
     // Every queued call is notified; a callback's Ctrl-C is raised once all are.
     for (auto &task : as_pool(self)->core->shutdown(cancel))
         static_cast<Call *>(task.get())->notify_skipped();
@@ -407,6 +457,7 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
     Ref copy_module = Ref::steal(PyImport_ImportModule("copy"));
     if (!copy_module) PyErr_Clear();  // then they share it
     bool first = true;
+    uint64_t failed = 0;
     for (auto &task : as_pool(self)->core->drain()) {
         auto *call = static_cast<Call *>(task.get());
         if (call->try_start()) {
@@ -419,13 +470,28 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
                 PyException_SetCause(own.get(), PyException_GetCause(exception));
             }
             first = false;
+            ++failed;
             call->finish_local(nullptr, own.get(), true);
         } else {
             call->notify_skipped();
         }
     }
+    as_pool(self)->core->note_failed(failed);
     if (PyErr_Occurred()) return nullptr;  // a callback's Ctrl-C, once every call has ended
     Py_RETURN_NONE;
+}
+
+// note_worker_broken(): a worker died under its tasks (a process worker's child), for metrics.
+PyObject *pool_note_worker_broken(PyObject *self, PyObject *) {
+    as_pool(self)->core->note_worker_broken();
+    Py_RETURN_NONE;
+}
+
+PyObject *pool_id(PyObject *self, void *) { return PyLong_FromUnsignedLongLong(as_pool(self)->core->id()); }
+
+PyObject *pool_label(PyObject *self, void *) {
+    std::string label = as_pool(self)->core->executor_label();
+    return PyUnicode_DecodeUTF8(label.data(), static_cast<Py_ssize_t>(label.size()), "replace");
 }
 
 PyObject *pool_counters(PyObject *self, PyObject *) {
@@ -476,6 +542,7 @@ PyMethodDef pool_methods[] = {
     {"worker_start_failed", pool_worker_start_failed, METH_NOARGS,
      "a started worker thread will not work (internal)"},
     {"fail_pending", pool_fail_pending, METH_O, "fail_pending(exception): end queued calls with it"},
+    {"note_worker_broken", pool_note_worker_broken, METH_NOARGS, "a worker died under its tasks (metrics)"},
     {nullptr, nullptr, 0, nullptr},
 };
 
@@ -483,6 +550,8 @@ PyGetSetDef pool_getset[] = {
     {"threads", pool_get_threads, nullptr, "the worker threads started so far", nullptr},
     {"max_workers", pool_get_max_workers, nullptr, "the most workers this pool starts", nullptr},
     {"kind", pool_get_kind, nullptr, "'threads', 'interpreters' or 'processes'", nullptr},
+    {"id", pool_id, nullptr, "this pool's number in unirun.metrics() and the timeline", nullptr},
+    {"label", pool_label, nullptr, "the executor label of this pool's metrics", nullptr},
     {"max_tasks_per_child", pool_get_max_tasks_per_child, nullptr,
      "processes: tasks a child runs before it is replaced, or None", nullptr},
     {"is_shut_down", pool_get_shut_down, nullptr, "True once shutdown() was called", nullptr},
@@ -734,12 +803,16 @@ PyObject *work(PyObject *module, PyObject *pool_object) {
         return nullptr;
     }
     PoolObject *pool = as_pool(pool_object);
+    // A worker thread's start and end are events too; a signal cannot be raised here (this
+    // is never the main thread), so the reporting's errors are dropped.
+    if (!pool_event(pool_object, "worker.start")) PyErr_Clear();
     if (pool->kind == PoolKind::Threads)
         work_in_this_interpreter(pool);
     else if (pool->kind == PoolKind::Interpreters)
         work_in_subinterpreter(pool);
     else
         work_with_a_process(pool);
+    if (!pool_event(pool_object, "worker.stop")) PyErr_Clear();
     Py_RETURN_NONE;
 }
 

@@ -30,6 +30,27 @@ struct ForkGuard {
         static auto *pools = new std::vector<Pool *>;
         return *pools;
     }
+    // The folded metrics of finished pools, one entry per label set (bounded: past
+    // kMaxFinished label sets, the rest fold into one entry labelled "(other)").
+    static constexpr size_t kMaxFinished = 1000;
+    static std::vector<PoolSnapshot> &finished() {
+        static auto *finished = new std::vector<PoolSnapshot>;
+        return *finished;
+    }
+    static void fold_finished(PoolSnapshot snapshot) {
+        auto &all = finished();
+        if (all.size() >= kMaxFinished) snapshot.executor = "(other)";
+        for (auto &entry : all) {
+            if (entry.executor == snapshot.executor && entry.flavor == snapshot.flavor) {
+                entry.fold(snapshot);
+                return;
+            }
+        }
+        snapshot.id = 0;
+        snapshot.live = false;
+        snapshot.queued = snapshot.active = snapshot.workers_alive = 0;
+        all.push_back(std::move(snapshot));
+    }
     static void prepare() {
         registry_mutex().lock();
         for (Pool *pool : pools()) pool->mutex_.lock();
@@ -41,6 +62,7 @@ struct ForkGuard {
     static void child() {
         for (Pool *pool : pools()) pool->reset_after_fork_in_child();
         new (&registry_mutex()) std::mutex;
+        Timeline::reset_after_fork_in_child();
     }
     static void add(Pool *pool) {
         static std::once_flag once;
@@ -49,9 +71,11 @@ struct ForkGuard {
         pools().push_back(pool);
     }
     static void remove(Pool *pool) {
+        PoolSnapshot last = pool->snapshot();
         std::lock_guard lock(registry_mutex());
         auto &all = pools();
         all.erase(std::remove(all.begin(), all.end(), pool), all.end());
+        fold_finished(std::move(last));
     }
 };
 
@@ -61,6 +85,7 @@ void Pool::reset_after_fork_in_child() {
     new (&mutex_) std::mutex;
     new (&wakeup_) std::condition_variable;
     idle_ = spawning_ = finishing_ = alive_ = 0;
+    spawn_requested_ns_.clear();
     busy_.store(0);
     tl_pool = nullptr;
     tl_task = nullptr;
@@ -74,15 +99,70 @@ void note_task_finishing(const Task *task) {
     tl_finishing = true;
 }
 
+namespace {
+std::atomic<uint64_t> g_next_pool_id{1};
+}
+
 Pool::Pool(size_t max_workers, Spawner spawner)
-    : max_workers_(max_workers == 0 ? 1 : max_workers), spawner_(std::move(spawner)) {
+    : max_workers_(max_workers == 0 ? 1 : max_workers),
+      spawner_(std::move(spawner)),
+      id_(g_next_pool_id.fetch_add(1, std::memory_order_relaxed)),
+      timed_(metrics_enabled()) {
     ForkGuard::add(this);
+}
+
+void Pool::set_labels(std::string executor, std::string flavor) {
+    // "ThreadPoolExecutor-12" and "ThreadPoolExecutor-13" are one executor kind: one series.
+    auto dash = executor.find_last_of('-');
+    if (dash != std::string::npos && dash + 1 < executor.size() &&
+        executor.find_first_not_of("0123456789", dash + 1) == std::string::npos)
+        executor.resize(dash);
+    std::lock_guard lock(mutex_);
+    executor_label_ = std::move(executor);
+    flavor_label_ = std::move(flavor);
+}
+
+PoolSnapshot Pool::snapshot() const {
+    PoolSnapshot s;
+    {
+        std::lock_guard lock(mutex_);
+        s.executor = executor_label_;
+        s.flavor = flavor_label_;
+        s.queued = queue_.size();
+        s.workers_alive = alive_;
+    }
+    s.id = id_;
+    s.max_workers = max_workers_;
+    s.submitted = submitted_.load(std::memory_order_relaxed);
+    s.started = started_.load(std::memory_order_relaxed);
+    s.completed = completed_.load(std::memory_order_relaxed);
+    s.failed = failed_.load(std::memory_order_relaxed);
+    s.cancelled = cancelled_.load(std::memory_order_relaxed);
+    s.rejected = rejected_.load(std::memory_order_relaxed);
+    s.active = busy_.load(std::memory_order_relaxed);
+    s.workers_started = workers_started_.load(std::memory_order_relaxed);
+    s.workers_stopped = workers_stopped_.load(std::memory_order_relaxed);
+    s.workers_broken = workers_broken_.load(std::memory_order_relaxed);
+    s.queue_wait = queue_wait_.snapshot();
+    s.task_duration = task_duration_.snapshot();
+    s.worker_startup = worker_startup_.snapshot();
+    return s;
+}
+
+std::vector<PoolSnapshot> snapshot_all_pools() {
+    std::vector<PoolSnapshot> all;
+    std::lock_guard lock(ForkGuard::registry_mutex());
+    for (Pool *pool : ForkGuard::pools()) all.push_back(pool->snapshot());
+    for (const auto &entry : ForkGuard::finished()) all.push_back(entry);
+    return all;
 }
 
 Pool::~Pool() { ForkGuard::remove(this); }
 
 Pool::Submit Pool::submit(TaskPtr task) {
     bool spawn = false, wake = false;
+    const uint64_t now = timed_ ? now_ns() : 0;
+    task->enqueued_ns = now;
     {
         std::lock_guard lock(mutex_);
         if (shut_down_) return Submit::ShutDown;
@@ -92,6 +172,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
         // Like ThreadPoolExecutor: a new worker only when nobody is idle to take this task.
         if (idle_ + spawning_ + finishing_ < queue_.size() && alive_ + spawning_ < max_workers_) {
             ++spawning_;
+            spawn_requested_ns_.push_back(now);
             spawn = true;
         }
         wake = idle_ > 0;
@@ -100,6 +181,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
     if (spawn && !spawner_(shared_from_this())) {
         std::lock_guard lock(mutex_);
         --spawning_;
+        if (!spawn_requested_ns_.empty()) spawn_requested_ns_.pop_front();
     }
     return Submit::Queued;
 }
@@ -124,8 +206,10 @@ std::vector<TaskPtr> Pool::shutdown(bool cancel_pending) {
 }
 
 void Pool::worker_start_failed() {
+    workers_broken_.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     --spawning_;
+    if (!spawn_requested_ns_.empty()) spawn_requested_ns_.pop_front();
 }
 
 std::vector<TaskPtr> Pool::drain() {
@@ -188,11 +272,17 @@ TaskPtr Pool::take(const ParkHooks &hooks) {
 }
 
 void Pool::work(const ParkHooks &hooks) {
+    uint64_t requested = 0;
     {
         std::lock_guard lock(mutex_);
         --spawning_;
         ++alive_;
+        if (!spawn_requested_ns_.empty()) {
+            requested = spawn_requested_ns_.front();
+            spawn_requested_ns_.pop_front();
+        }
     }
+    if (timed_ && requested) worker_startup_.record(now_ns() - requested);
     workers_started_.fetch_add(1, std::memory_order_relaxed);
     Pool *outer_pool = tl_pool;  // restored on leaving, for a thread that works for two pools
     tl_pool = this;
@@ -201,7 +291,16 @@ void Pool::work(const ParkHooks &hooks) {
             started_.fetch_add(1, std::memory_order_relaxed);
             busy_.fetch_add(1, std::memory_order_relaxed);
             tl_task = task.get();
+            const bool timeline = Timeline::on();
+            const uint64_t begun = timed_ || timeline ? now_ns() : 0;
+            if (timed_ && task->enqueued_ns) queue_wait_.record(begun - task->enqueued_ns);
             bool ok = task->run();
+            if (timed_ || timeline) {
+                const uint64_t ended = now_ns();
+                if (timed_) task_duration_.record(ended - begun);
+                if (timeline)
+                    Timeline::record({'X', id_, current_tid(), begun, ended - begun, std::move(task->label), {}});
+            }
             tl_task = nullptr;
             busy_.fetch_sub(1, std::memory_order_relaxed);
             (ok ? completed_ : failed_).fetch_add(1, std::memory_order_relaxed);
@@ -217,6 +316,7 @@ void Pool::work(const ParkHooks &hooks) {
     }
     tl_pool = outer_pool;
     --alive_;
+    workers_stopped_.fetch_add(1, std::memory_order_relaxed);
 }
 
 Counters Pool::counters() const {

@@ -22,7 +22,10 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
+
+#include "metrics.hpp"
 
 namespace unirun::scheduler {
 
@@ -55,6 +58,9 @@ class Task {
     }
     State state() const { return static_cast<State>(state_.load(std::memory_order_acquire)); }
     void set_state(State state) { state_.store(state, std::memory_order_release); }
+
+    uint64_t enqueued_ns = 0;  // set by Pool::submit when the pool times its tasks
+    std::string label;         // the span's name on the timeline (set by the embedder when on)
 
    private:
     std::atomic<int> state_{Pending};
@@ -96,6 +102,24 @@ class Pool : public std::enable_shared_from_this<Pool> {
     ~Pool();
 
     size_t max_workers() const { return max_workers_; }
+    uint64_t id() const { return id_; }
+
+    // The labels of this pool's metrics: executor (its name prefix; a trailing "-N" counter is
+    // dropped, so every default-named ThreadPoolExecutor is one series) and flavor. Set once,
+    // before the first submit.
+    void set_labels(std::string executor, std::string flavor);
+    std::string executor_label() const {
+        std::lock_guard lock(mutex_);
+        return executor_label_;
+    }
+
+    // Events only the embedder sees: a submit refused after shutdown, a worker that broke
+    // (its process died, its interpreter could not start), calls failed by a broken pool.
+    void note_rejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
+    void note_worker_broken() { workers_broken_.fetch_add(1, std::memory_order_relaxed); }
+    void note_failed(uint64_t n) { failed_.fetch_add(n, std::memory_order_relaxed); }
+
+    PoolSnapshot snapshot() const;
 
     enum class Submit { Queued, ShutDown };
     Submit submit(TaskPtr task);
@@ -132,6 +156,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
     const size_t max_workers_;
     Spawner spawner_;
+    const uint64_t id_;
+    const bool timed_;  // metrics_enabled() when made: time every task
+    std::string executor_label_, flavor_label_;
 
     mutable std::mutex mutex_;
     std::condition_variable wakeup_;
@@ -146,7 +173,9 @@ class Pool : public std::enable_shared_from_this<Pool> {
     friend void note_task_finishing(const Task *task);
 
     std::atomic<uint64_t> submitted_{0}, started_{0}, completed_{0}, failed_{0}, cancelled_{0},
-        busy_{0}, workers_started_{0};
+        busy_{0}, workers_started_{0}, rejected_{0}, workers_stopped_{0}, workers_broken_{0};
+    Histogram queue_wait_, task_duration_, worker_startup_;
+    std::deque<uint64_t> spawn_requested_ns_;  // under mutex_: when each pending spawn was asked
 };
 
 }  // namespace unirun::scheduler

@@ -50,6 +50,13 @@ def start_worker(pool, name):
     return thread, None
 
 
+def pool_event(pool, event):
+    """Called from C: a pool or worker lifecycle event (unirun._events)."""
+    from . import _events
+
+    _events.pool_event(pool, event)
+
+
 def _work_then_leave(pool):
     """A process worker's thread: once it leaves, its pool forgets it (as the stdlib's process
     pool keeps no handle on its helper threads once shut down)."""
@@ -665,6 +672,12 @@ def on_worker_start_failure(pool, handler):
 def worker_start_failed(pool, exc):
     """Called from C, in the creator's interpreter: a worker of `pool` could not start because
     of `exc`. Returns the message of the BrokenInterpreterPool its tasks fail with."""
+    try:
+        from . import _events
+
+        _events.pool_event(pool, "worker.broken", reason=f"{type(exc).__name__}: {exc}")
+    except Exception:
+        pass
     handler = _start_failure_handlers.get(pool)
     if handler is not None:
         try:
@@ -824,6 +837,14 @@ def process_child_died(pool, process, task, cause=None):
     stdlib's does) runs first; without one the worker replaces the child (traced)."""
     returncode = reap_process_child(pool, process, kill=cause is not None)
     detail = describe_exit(process.pid, returncode)
+    pool.note_worker_broken()
+    try:
+        from . import _events
+
+        _events.pool_event(pool, "worker.broken", pid=process.pid, returncode=returncode,
+                           during_task=bool(task))
+    except Exception:
+        pass
     # The cause as the stdlib (3.15) words it: "Process PID terminated abruptly with exit code N".
     why = f"Process {process.pid} terminated abruptly with exit code {returncode}"
     if cause is not None:
