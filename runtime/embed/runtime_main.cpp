@@ -46,6 +46,20 @@ bool install_compat(const char *process_pool) {
     return result != nullptr;
 }
 
+// On a free-threaded runtime, unirun._ledger.install(): note the import that enables the GIL.
+bool watch_gil_imports() {
+#ifdef Py_GIL_DISABLED
+    PyObject *module = PyImport_ImportModule("unirun._ledger");
+    if (!module) return false;
+    PyObject *result = PyObject_CallMethod(module, "install", nullptr);
+    Py_DECREF(module);
+    Py_XDECREF(result);
+    return result != nullptr;
+#else
+    return true;
+#endif
+}
+
 // unirun._metrics.start_from_environment(): --metrics and --timeline.
 bool start_observability() {
     PyObject *module = PyImport_ImportModule("unirun._metrics");
@@ -90,6 +104,12 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
     if (!set_sys_string("executable", handoff->launcher) || !append_sys_path(handoff->shims_dir)) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: error: cannot prepare sys for the program\n");
+        Py_Finalize();
+        return 1;
+    }
+    if (!watch_gil_imports()) {
+        PyErr_Print();
+        fprintf(stderr, "unirun-python: error: cannot watch imports for unirun.ledger()\n");
         Py_Finalize();
         return 1;
     }

@@ -174,8 +174,9 @@ PyObject *ledger_notes(PyObject *, PyObject *) {
 }
 
 // module_declarations(module) -> None for a module not made by an extension's PyModuleDef, else
-// (multi_phase, gil, multiple_interpreters): the Py_mod_gil and Py_mod_multiple_interpreters
-// slot values as declared, None where the module does not declare one.
+// (multi_phase, gil, multiple_interpreters, gil_in_effect): the Py_mod_gil and
+// Py_mod_multiple_interpreters slot values as declared (None where not declared), and on a
+// free-threaded runtime the module's GIL setting after its import (None where unknown).
 PyObject *module_declarations(PyObject *, PyObject *module) {
     if (!PyModule_Check(module)) {
         PyErr_SetString(PyExc_TypeError, "module_declarations() needs a module");
@@ -205,7 +206,21 @@ PyObject *module_declarations(PyObject *, PyObject *module) {
         }
 #endif
     }
-    return Py_BuildValue("(OOO)", multi_phase ? Py_True : Py_False, gil, multi);
+    // A free-threaded module's GIL setting as the import left it (a single-phase module's
+    // PyUnstable_Module_SetGIL, or its slot): PyModuleObject's md_gil, its last field in
+    // 3.13 and 3.14 (Include/internal/pycore_moduleobject.h). None elsewhere.
+    PyObject *in_effect = Py_None;
+    Ref in_effect_value;
+#if defined(Py_GIL_DISABLED) && PY_VERSION_HEX >= 0x030D0000 && PY_VERSION_HEX < 0x030F0000
+    if (Py_IS_TYPE(module, &PyModule_Type) && PyModule_Type.tp_basicsize >= static_cast<Py_ssize_t>(sizeof(void *))) {
+        void *md_gil = *reinterpret_cast<void **>(reinterpret_cast<char *>(module) + PyModule_Type.tp_basicsize -
+                                                 sizeof(void *));
+        in_effect_value = Ref::steal(PyLong_FromVoidPtr(md_gil));
+        if (!in_effect_value) return nullptr;
+        in_effect = in_effect_value.get();
+    }
+#endif
+    return Py_BuildValue("(OOOO)", multi_phase ? Py_True : Py_False, gil, multi, in_effect);
 }
 
 }  // namespace unirun::python

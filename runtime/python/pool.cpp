@@ -487,6 +487,12 @@ PyObject *pool_note_worker_broken(PyObject *self, PyObject *) {
     Py_RETURN_NONE;
 }
 
+// note_rejected(): the executor refused a submit itself (shut down, broken), for metrics.
+PyObject *pool_note_rejected(PyObject *self, PyObject *) {
+    as_pool(self)->core->note_rejected();
+    Py_RETURN_NONE;
+}
+
 PyObject *pool_id(PyObject *self, void *) { return PyLong_FromUnsignedLongLong(as_pool(self)->core->id()); }
 
 PyObject *pool_label(PyObject *self, void *) {
@@ -543,6 +549,7 @@ PyMethodDef pool_methods[] = {
      "a started worker thread will not work (internal)"},
     {"fail_pending", pool_fail_pending, METH_O, "fail_pending(exception): end queued calls with it"},
     {"note_worker_broken", pool_note_worker_broken, METH_NOARGS, "a worker died under its tasks (metrics)"},
+    {"note_rejected", pool_note_rejected, METH_NOARGS, "the executor refused a submit (metrics)"},
     {nullptr, nullptr, 0, nullptr},
 };
 

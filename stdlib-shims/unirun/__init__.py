@@ -35,6 +35,9 @@ _EXPORTS = {
     "to_interpreter": "_helpers",
     "to_process": "_helpers",
     "InlineExecutor": "_backends",
+    "metrics": "_metrics",
+    "instrument_opentelemetry": "_metrics",
+    "ledger": "_ledger",
 }
 
 __all__ = sorted(_EXPORTS)

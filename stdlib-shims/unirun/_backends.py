@@ -48,6 +48,16 @@ def flavor_of(executor) -> str:
 
 def make_executor(flavor: str, workers: int, name: Optional[str], caps: Capabilities):
     """A new executor for a resolved flavor. Returns (executor, backend name)."""
+    executor, backend = _make_executor(flavor, workers, name, caps)
+    if not caps.under_launcher and flavor != "none":
+        # The standard library's executors: unirun.metrics() lists them, partially.
+        from ._metrics import note_fallback
+
+        note_fallback(executor, name or backend.rpartition(".")[2], flavor)
+    return executor, backend
+
+
+def _make_executor(flavor: str, workers: int, name: Optional[str], caps: Capabilities):
     prefix = name or ""
     if flavor == "none":
         return InlineExecutor(), "unirun.InlineExecutor"

@@ -20,6 +20,9 @@ class Capabilities:
     under_launcher: bool
     runtime_tag: str  # the launcher's runtime tag, or "" under plain python
     cpu_count: int  # CPUs this process may use
+    # On a free-threaded build whose GIL is on: the extension module whose import enabled it
+    # (unirun.ledger()), "" if none is known.
+    gil_enabled_by: str = ""
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -60,6 +63,12 @@ def capabilities() -> Capabilities:
     tag = ""
     if native is not None:
         tag = native.runtime_info().get("tag", "")
+    enabled_by = ""
+    if free_threaded and gil_enabled:
+        from ._ledger import gil_enabled_by
+
+        found = gil_enabled_by()
+        enabled_by = found[0] if found else ""
     return Capabilities(
         python_version="%d.%d.%d" % sys.version_info[:3],
         free_threaded_build=free_threaded,
@@ -69,4 +78,5 @@ def capabilities() -> Capabilities:
         under_launcher=native is not None,
         runtime_tag=tag,
         cpu_count=_usable_cpus(),
+        gil_enabled_by=enabled_by,
     )

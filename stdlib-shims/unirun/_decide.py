@@ -27,6 +27,8 @@ REASONS = {
     "cpu-free-threaded": "cpu_bound work on a free-threaded runtime with the GIL off: threads run in parallel",
     "cpu-gil-interpreters": "cpu_bound work with the GIL on: subinterpreter workers, each with its own GIL",
     "cpu-gil-processes": "cpu_bound work with the GIL on and no subinterpreter workers here: processes",
+    "gil-reenabled-interpreters": "cpu_bound work on a free-threaded runtime whose GIL an extension module's import re-enabled (unirun.ledger()): subinterpreter workers, each with its own GIL, not threads that would take turns",
+    "gil-reenabled-processes": "cpu_bound work on a free-threaded runtime whose GIL an extension module's import re-enabled (unirun.ledger()), and no subinterpreter workers here: processes",
     "nogil-unavailable-interpreters": "thread_mode nogil, but this runtime has the GIL on: cpu_bound work goes to subinterpreter workers instead",
     "nogil-unavailable-processes": "thread_mode nogil, but this runtime has the GIL on and no subinterpreter workers: cpu_bound work goes to processes",
     "nogil-unavailable-threads": "thread_mode nogil, but this runtime has the GIL on: work that is not cpu_bound stays on threads",
@@ -123,6 +125,11 @@ def _default_workers(flavor: str, config: RuntimeConfig, caps: Capabilities) -> 
 def _auto(request: Request, config: RuntimeConfig, caps: Capabilities) -> tuple[str, str]:
     """(flavor, reason code) for flavor auto, before interpreter availability is applied."""
     gil_off = caps.free_threaded_build and not caps.gil_enabled
+    if request.cpu_bound and not request.io_bound and caps.free_threaded_build and caps.gil_enabled \
+            and caps.gil_enabled_by:
+        if caps.own_gil_interpreters:
+            return "interpreters", "gil-reenabled-interpreters"
+        return "processes", "gil-reenabled-processes"
     if config.thread_mode == "nogil" and not gil_off:
         if request.cpu_bound:
             if caps.own_gil_interpreters:
@@ -180,12 +187,15 @@ def decide(request: Request, config: RuntimeConfig, caps: Capabilities) -> Decis
     workers = request.max_workers or config.max_workers or _default_workers(flavor, config, caps)
     if flavor == "none":
         workers = 1
+    reason = REASONS[code]
+    if code.startswith("gil-reenabled-"):
+        reason += f"; the GIL was enabled by importing {caps.gil_enabled_by}"
     trace = DecisionTrace(
         name=request.name,
         requested_flavor=requested,
         resolved_flavor=None if error else flavor,
         reason_code=code,
-        reason=REASONS[code],
+        reason=reason,
         worker_count=workers,
         thread_mode=config.thread_mode,
         cpu_bound=request.cpu_bound,

@@ -234,8 +234,11 @@ def prometheus_text(snapshot: Optional[dict] = None) -> str:
         samples = [(labels, values[name]) for labels, values in series.items() if name in values]
         if not samples:
             continue
-        lines.append("# HELP %s %s" % (prom, help_text))
-        lines.append("# TYPE %s %s" % (prom, kind))
+        # A counter's family is named with its _total suffix (text format 0.0.4, as
+        # prometheus_client writes it).
+        family = prom + "_total" if kind == "counter" else prom
+        lines.append("# HELP %s %s" % (family, help_text))
+        lines.append("# TYPE %s %s" % (family, kind))
         for labels, value in samples:
             if kind == "counter":
                 lines.append("%s_total{%s} %s" % (prom, labels, _number(value)))

@@ -902,8 +902,30 @@ def prepare_worker(info):
     _, main_path, main_name, _, init = info
     _main_to_load = (main_path, main_name)
     _worker_globals = sys.modules["__main__"].__dict__
+    watch_refusals()
     if init is not None:
         loads(init)()  # the executor's initializer, in this worker's interpreter
+
+
+def watch_refusals():
+    """In a subinterpreter worker: note each extension module that refuses to load here (it
+    does not declare subinterpreter support), for unirun.ledger() in the main interpreter."""
+    loader = getattr(sys.modules.get("_frozen_importlib_external"), "ExtensionFileLoader", None)
+    if loader is None:
+        return
+    original = loader.create_module
+
+    def create_module(self, spec):
+        try:
+            return original(self, spec)
+        except ImportError as exc:
+            if "does not support loading in subinterpreters" in str(exc):
+                import _unirun
+
+                _unirun.ledger_note("interpreter-refused", spec.name, str(exc))
+            raise
+
+    loader.create_module = create_module
 
 
 def loads(data, buffers=()):

@@ -47,8 +47,27 @@ def record(trace: DecisionTrace, *, path: Optional[str], listener=None, event: s
         except Exception:  # a broken listener must not break the program's work
             logger.exception("unirun trace listener %r failed", each)
     logger.info("%s %s: %s -> %s (%s)", event, trace.name or trace.kind, trace.requested_flavor,
-                trace.resolved_flavor, trace.reason_code)
+                trace.resolved_flavor, trace.reason_code,
+                extra={"unirun": {"event": "decision." + event, "name": trace.name, "kind": trace.kind,
+                                  "requested": trace.requested_flavor, "resolved": trace.resolved_flavor,
+                                  "reason_code": trace.reason_code}})
+    _timeline_instant(trace, event)
     if path:
         line = '{"event": "%s", "trace": %s}\n' % (event, trace.to_json())
         with _lock, open(path, "a", encoding="utf-8") as out:
             out.write(line)
+
+
+def _timeline_instant(trace: DecisionTrace, event: str) -> None:
+    """A decision is an instant on the --timeline, when it records."""
+    try:
+        import _unirun
+    except ImportError:
+        return
+    if not getattr(_unirun, "timeline_on", lambda: False)():
+        return
+    import json
+
+    _unirun.timeline_instant("decision." + event, json.dumps({
+        "name": trace.name, "requested": trace.requested_flavor, "resolved": trace.resolved_flavor,
+        "reason_code": trace.reason_code, "workers": trace.worker_count}, default=str))

@@ -266,6 +266,8 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     def submit(self, fn, /, *args, **kwargs):
         if self._stdlib_self:
             return _STDLIB_PROCESS_POOL.submit(self, fn, *args, **kwargs)
+        if (self._broken or self._shutdown_thread or _stdlib._global_shutdown) and self._on_workers:
+            self._workers._pool.note_rejected()  # counted in unirun.metrics(): executor.rejected
         if self._broken:
             raise _stdlib.BrokenProcessPool(self._broken)
         if self._shutdown_thread:

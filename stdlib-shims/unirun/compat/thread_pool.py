@@ -78,11 +78,12 @@ class ThreadPoolExecutor(_STDLIB_THREAD_POOL):
 
     def _submit_call(self, fn, args, kwargs, start_with=None):
         """submit(), with a future to start together with the call (see _unirun.Pool)."""
-        if self._broken:
-            raise self._broken_error(self._broken)
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
-        if _stdlib._shutdown:
+        if self._broken or self._shutdown or _stdlib._shutdown:
+            self._pool.note_rejected()  # counted in unirun.metrics(): executor.rejected
+            if self._broken:
+                raise self._broken_error(self._broken)
+            if self._shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
             raise RuntimeError("cannot schedule new futures after interpreter shutdown")
         return self._pool.submit(fn, args, kwargs or None, start_with)
 
