@@ -55,6 +55,36 @@ def case_threads_tiny(repeats):
     return {"samples": samples, "tasks": TINY_THREAD_TASKS}
 
 
+def case_observability(repeats):
+    """Tiny tasks on unirun's thread workers: timing each task (the default: unirun.metrics())
+    against a pool made with it off, and the --timeline recording on top."""
+    import _unirun
+
+    from unirun._executors import ThreadExecutor
+
+    _unirun.configure_observability(False, 0)
+    untimed = ThreadExecutor(WORKERS)
+    _unirun.configure_observability(True, 0)
+    timed = ThreadExecutor(WORKERS)
+    warm(untimed), warm(timed)
+
+    def with_timeline():
+        _unirun.configure_observability(True, TINY_THREAD_TASKS + 1000)
+        try:
+            return submit_all(timed, TINY_THREAD_TASKS)
+        finally:
+            _unirun.configure_observability(True, 0)
+            _unirun.timeline_take()  # every repeat records into an empty buffer
+
+    samples = interleave(repeats, {
+        "metrics off": lambda: submit_all(untimed, TINY_THREAD_TASKS),
+        "metrics on": lambda: submit_all(timed, TINY_THREAD_TASKS),
+        "timeline on": with_timeline,
+    })
+    untimed.shutdown(), timed.shutdown()
+    return {"samples": samples, "tasks": TINY_THREAD_TASKS}
+
+
 def case_interp_tiny(repeats):
     from interpreters_backport.concurrent.futures import InterpreterPoolExecutor
     from unirun._executors import InterpreterExecutor

@@ -31,6 +31,9 @@ RATIOS = {
     "cpu_scaling_threads_nogil": ("cpu_threads", "nogil", "sequential", "unirun", 1.85, ">="),
     "interp_worker_rss_vs_stdlib": ("interp_rss", "gil", "unirun", "stdlib", 1.10, "<="),
     "startup_vs_python": ("startup", "gil", "unirun-python", "python", 1.25, "<="),
+    "metrics_overhead": ("observability", "gil", "metrics on", "metrics off", 1.05, "<="),
+    "metrics_overhead_nogil": ("observability", "nogil", "metrics on", "metrics off", 1.05, "<="),
+    "timeline_overhead": ("observability", "gil", "timeline on", "metrics off", 1.5, "<="),
 }
 # Reported as values, not ratios: (case, mode, contender, scale, unit)
 VALUES = {

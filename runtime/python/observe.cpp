@@ -91,7 +91,8 @@ PyObject *metrics_snapshot(PyObject *, PyObject *) {
     return list.release();
 }
 
-// configure_observability(metrics: bool, timeline_capacity: int)
+// configure_observability(metrics: bool, timeline_capacity: int): whether pools made from now
+// on time their tasks; the timeline records up to timeline_capacity events (0: it stops).
 PyObject *configure_observability(PyObject *, PyObject *args) {
     int metrics;
     Py_ssize_t capacity;
@@ -101,7 +102,7 @@ PyObject *configure_observability(PyObject *, PyObject *args) {
         return nullptr;
     }
     scheduler::set_metrics_enabled(metrics);
-    if (capacity > 0) scheduler::Timeline::start(static_cast<size_t>(capacity));
+    scheduler::Timeline::start(static_cast<size_t>(capacity));  // 0: stop recording
     Py_RETURN_NONE;
 }
 
@@ -110,7 +111,7 @@ PyObject *timeline_instant(PyObject *, PyObject *args) {
     const char *name, *fields;
     if (!PyArg_ParseTuple(args, "ss:timeline_instant", &name, &fields)) return nullptr;
     if (scheduler::Timeline::on())
-        scheduler::Timeline::record({'i', 0, scheduler::current_tid(), scheduler::now_ns(), 0, name, fields});
+        scheduler::Timeline::record({'i', 0, scheduler::current_tid(), scheduler::now_ticks(), 0, name, fields});
     Py_RETURN_NONE;
 }
 
@@ -122,14 +123,14 @@ PyObject *timeline_take(PyObject *, PyObject *) {
     Py_BEGIN_ALLOW_THREADS
     events = scheduler::Timeline::take(dropped);
     Py_END_ALLOW_THREADS
-    const uint64_t origin = scheduler::Timeline::origin_ns();
+    const uint64_t origin = scheduler::Timeline::origin_ticks();
     Ref list = Ref::steal(PyList_New(0));
     if (!list) return nullptr;
     for (const auto &e : events) {
-        double ts = e.ts_ns >= origin ? static_cast<double>(e.ts_ns - origin) / 1e3 : 0.0;
+        double ts = e.ts_ticks >= origin ? static_cast<double>(scheduler::ticks_to_ns(e.ts_ticks - origin)) / 1e3 : 0.0;
         Ref item = Ref::steal(Py_BuildValue("(CKKddss)", e.phase, static_cast<unsigned long long>(e.pool_id),
                                             static_cast<unsigned long long>(e.tid), ts,
-                                            static_cast<double>(e.dur_ns) / 1e3, e.name.c_str(),
+                                            static_cast<double>(scheduler::ticks_to_ns(e.dur_ticks)) / 1e3, e.name.c_str(),
                                             e.args_json.c_str()));
         if (!item) {
             // A name that is not UTF-8 cannot be one: skip the event rather than lose the rest.

@@ -211,6 +211,17 @@ PyObject *shut_down_error(PoolObject *pool) {
 // The name of a task's span on the timeline: the callable's qualified name (a partial's
 // function's), else its type's. Only asked for while the timeline records.
 std::string timeline_label(PyObject *fn) {
+    if (PyFunction_Check(fn)) {  // the common case, without an attribute lookup
+        Ref qualname;
+        Py_BEGIN_CRITICAL_SECTION(fn);  // fn.__qualname__ = ... may replace it meanwhile
+        qualname = Ref::borrow(reinterpret_cast<PyFunctionObject *>(fn)->func_qualname);
+        Py_END_CRITICAL_SECTION();
+        Py_ssize_t size = 0;
+        const char *text =
+            qualname && PyUnicode_Check(qualname.get()) ? PyUnicode_AsUTF8AndSize(qualname.get(), &size) : nullptr;
+        if (text) return std::string(text, static_cast<size_t>(size));
+        PyErr_Clear();
+    }
     PyObject *error = PyErr_GetRaisedException();  // none expected; keep the state as it was
     PyObject *target = fn;
     Ref inner;

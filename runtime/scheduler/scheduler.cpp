@@ -85,7 +85,8 @@ void Pool::reset_after_fork_in_child() {
     new (&mutex_) std::mutex;
     new (&wakeup_) std::condition_variable;
     idle_ = spawning_ = finishing_ = alive_ = 0;
-    spawn_requested_ns_.clear();
+    spawn_requested_.clear();
+    shards_.clear();  // their workers do not exist here
     busy_.store(0);
     tl_pool = nullptr;
     tl_task = nullptr;
@@ -108,6 +109,7 @@ Pool::Pool(size_t max_workers, Spawner spawner)
       spawner_(std::move(spawner)),
       id_(g_next_pool_id.fetch_add(1, std::memory_order_relaxed)),
       timed_(metrics_enabled()) {
+    ticks_calibrate();
     ForkGuard::add(this);
 }
 
@@ -130,6 +132,12 @@ PoolSnapshot Pool::snapshot() const {
         s.flavor = flavor_label_;
         s.queued = queue_.size();
         s.workers_alive = alive_;
+        s.queue_wait = retired_wait_;
+        s.task_duration = retired_duration_;
+        for (const auto &shard : shards_) {
+            s.queue_wait.merge(shard->queue_wait.snapshot());
+            s.task_duration.merge(shard->task_duration.snapshot());
+        }
     }
     s.id = id_;
     s.max_workers = max_workers_;
@@ -143,8 +151,6 @@ PoolSnapshot Pool::snapshot() const {
     s.workers_started = workers_started_.load(std::memory_order_relaxed);
     s.workers_stopped = workers_stopped_.load(std::memory_order_relaxed);
     s.workers_broken = workers_broken_.load(std::memory_order_relaxed);
-    s.queue_wait = queue_wait_.snapshot();
-    s.task_duration = task_duration_.snapshot();
     s.worker_startup = worker_startup_.snapshot();
     return s;
 }
@@ -161,8 +167,8 @@ Pool::~Pool() { ForkGuard::remove(this); }
 
 Pool::Submit Pool::submit(TaskPtr task) {
     bool spawn = false, wake = false;
-    const uint64_t now = timed_ ? now_ns() : 0;
-    task->enqueued_ns = now;
+    const uint64_t now = timed_ ? now_ticks() : 0;
+    task->enqueued_ticks = now;
     {
         std::lock_guard lock(mutex_);
         if (shut_down_) return Submit::ShutDown;
@@ -172,7 +178,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
         // Like ThreadPoolExecutor: a new worker only when nobody is idle to take this task.
         if (idle_ + spawning_ + finishing_ < queue_.size() && alive_ + spawning_ < max_workers_) {
             ++spawning_;
-            spawn_requested_ns_.push_back(now);
+            spawn_requested_.push_back(now);
             spawn = true;
         }
         wake = idle_ > 0;
@@ -181,7 +187,7 @@ Pool::Submit Pool::submit(TaskPtr task) {
     if (spawn && !spawner_(shared_from_this())) {
         std::lock_guard lock(mutex_);
         --spawning_;
-        if (!spawn_requested_ns_.empty()) spawn_requested_ns_.pop_front();
+        if (!spawn_requested_.empty()) spawn_requested_.pop_front();
     }
     return Submit::Queued;
 }
@@ -209,7 +215,7 @@ void Pool::worker_start_failed() {
     workers_broken_.fetch_add(1, std::memory_order_relaxed);
     std::lock_guard lock(mutex_);
     --spawning_;
-    if (!spawn_requested_ns_.empty()) spawn_requested_ns_.pop_front();
+    if (!spawn_requested_.empty()) spawn_requested_.pop_front();
 }
 
 std::vector<TaskPtr> Pool::drain() {
@@ -241,7 +247,8 @@ bool Pool::spin_for_work() const {
     return false;
 }
 
-TaskPtr Pool::take(const ParkHooks &hooks) {
+TaskPtr Pool::take(const ParkHooks &hooks, bool &waited) {
+    waited = false;
     std::unique_lock lock(mutex_);
     if (tl_finishing) {
         --finishing_;
@@ -259,6 +266,7 @@ TaskPtr Pool::take(const ParkHooks &hooks) {
         // the lock released too, since attaching can wait for a thread that is submitting to
         // us. A spinning worker counts as idle, so a submit reuses it.
         ++idle_;
+        waited = true;
         lock.unlock();
         hooks.detach();
         bool found = spin_for_work();
@@ -273,33 +281,42 @@ TaskPtr Pool::take(const ParkHooks &hooks) {
 
 void Pool::work(const ParkHooks &hooks) {
     uint64_t requested = 0;
+    auto shard = std::make_shared<Shard>();
     {
         std::lock_guard lock(mutex_);
         --spawning_;
         ++alive_;
-        if (!spawn_requested_ns_.empty()) {
-            requested = spawn_requested_ns_.front();
-            spawn_requested_ns_.pop_front();
+        if (!spawn_requested_.empty()) {
+            requested = spawn_requested_.front();
+            spawn_requested_.pop_front();
         }
+        shards_.push_back(shard);
     }
-    if (timed_ && requested) worker_startup_.record(now_ns() - requested);
+    if (timed_ && requested) worker_startup_.record(now_ticks() - requested);
+    uint64_t last_end = 0;  // when this worker's previous task ended
     workers_started_.fetch_add(1, std::memory_order_relaxed);
     Pool *outer_pool = tl_pool;  // restored on leaving, for a thread that works for two pools
     tl_pool = this;
-    while (TaskPtr task = take(hooks)) {
+    bool waited = false;
+    while (TaskPtr task = take(hooks, waited)) {
         if (task->start()) {
             started_.fetch_add(1, std::memory_order_relaxed);
             busy_.fetch_add(1, std::memory_order_relaxed);
             tl_task = task.get();
             const bool timeline = Timeline::on();
-            const uint64_t begun = timed_ || timeline ? now_ns() : 0;
-            if (timed_ && task->enqueued_ns) queue_wait_.record(begun - task->enqueued_ns);
+            // A worker that took this task straight after its last one (no wait) starts it
+            // when that one ended, give or take the queue's lock: one clock read saved a task.
+            uint64_t begun = 0;
+            if (timed_ || timeline)
+                begun = waited || !last_end ? now_ticks() : std::max(last_end, task->enqueued_ticks);
+            if (timed_ && task->enqueued_ticks)
+                shard->queue_wait.record_owned(begun > task->enqueued_ticks ? begun - task->enqueued_ticks : 0);
             bool ok = task->run();
             if (timed_ || timeline) {
-                const uint64_t ended = now_ns();
-                if (timed_) task_duration_.record(ended - begun);
+                last_end = now_ticks();
+                if (timed_) shard->task_duration.record_owned(last_end - begun);
                 if (timeline)
-                    Timeline::record({'X', id_, current_tid(), begun, ended - begun, std::move(task->label), {}});
+                    Timeline::record({'X', id_, current_tid(), begun, last_end - begun, std::move(task->label), {}});
             }
             tl_task = nullptr;
             busy_.fetch_sub(1, std::memory_order_relaxed);
@@ -316,6 +333,9 @@ void Pool::work(const ParkHooks &hooks) {
     }
     tl_pool = outer_pool;
     --alive_;
+    retired_wait_.merge(shard->queue_wait.snapshot());
+    retired_duration_.merge(shard->task_duration.snapshot());
+    shards_.erase(std::remove(shards_.begin(), shards_.end(), shard), shards_.end());
     workers_stopped_.fetch_add(1, std::memory_order_relaxed);
 }
 

@@ -59,7 +59,7 @@ class Task {
     State state() const { return static_cast<State>(state_.load(std::memory_order_acquire)); }
     void set_state(State state) { state_.store(state, std::memory_order_release); }
 
-    uint64_t enqueued_ns = 0;  // set by Pool::submit when the pool times its tasks
+    uint64_t enqueued_ticks = 0;  // set by Pool::submit when the pool times its tasks
     std::string label;         // the span's name on the timeline (set by the embedder when on)
 
    private:
@@ -146,7 +146,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
     Counters counters() const;
 
    private:
-    TaskPtr take(const ParkHooks &hooks);
+    TaskPtr take(const ParkHooks &hooks, bool &waited);
     bool spin_for_work() const;
 
     // fork(): only the forking thread survives in the child, so every pool there starts over
@@ -174,8 +174,15 @@ class Pool : public std::enable_shared_from_this<Pool> {
 
     std::atomic<uint64_t> submitted_{0}, started_{0}, completed_{0}, failed_{0}, cancelled_{0},
         busy_{0}, workers_started_{0}, rejected_{0}, workers_stopped_{0}, workers_broken_{0};
-    Histogram queue_wait_, task_duration_, worker_startup_;
-    std::deque<uint64_t> spawn_requested_ns_;  // under mutex_: when each pending spawn was asked
+    // Task timings are kept per worker (each shard has one writer: no shared cache line, no
+    // locked instruction per task); a leaving worker's shard folds into retired_ (under mutex_).
+    struct Shard {
+        Histogram queue_wait, task_duration;
+    };
+    std::vector<std::shared_ptr<Shard>> shards_;  // under mutex_
+    Histogram::Snapshot retired_wait_, retired_duration_;  // under mutex_
+    Histogram worker_startup_;
+    std::deque<uint64_t> spawn_requested_;  // under mutex_: when each pending spawn was asked
 };
 
 }  // namespace unirun::scheduler
