@@ -221,3 +221,85 @@ TEST_CASE("a spawner that fails leaves the pool usable") {
     CHECK(calls == 2);
     CHECK(ran == 2);
 }
+
+TEST_CASE("histogram buckets: each observation lands at the first bound not below it") {
+    ticks_calibrate();
+    Histogram h;
+    const auto &bounds = Histogram::bounds_ticks();
+    h.record(0);                          // the first bucket
+    h.record(bounds[0]);                  // exactly a bound: that bucket (le)
+    h.record(bounds[0] + 1);              // just above: the next
+    h.record(bounds.back() + 1000);       // beyond the last bound: +Inf
+    h.record_owned(bounds[5]);
+    auto s = h.snapshot();
+    CHECK(s.count() == 5);
+    CHECK(s.buckets[0] == 2);
+    CHECK(s.buckets[1] == 1);
+    CHECK(s.buckets[5] == 1);
+    CHECK(s.buckets[Histogram::kBounds] == 1);
+    Histogram::Snapshot twice = s;
+    twice.merge(s);
+    CHECK(twice.count() == 10);
+    CHECK(twice.sum_ns == 2 * s.sum_ns);
+    // 1-2-5 per decade from 1 µs.
+    CHECK(Histogram::bounds_ns()[0] == 1000);
+    CHECK(Histogram::bounds_ns()[4] == 20000);
+    CHECK(ticks_to_ns(bounds[3]) / 1000 >= 9);  // 10 µs, give or take the calibration
+}
+
+TEST_CASE("a pool's snapshot counts every task and times each one that ran, across workers") {
+    ThreadHost host;
+    auto pool = std::make_shared<Pool>(2, host.spawner());
+    pool->set_labels("Named-12", "threads");
+    std::atomic<int> ran{0}, skipped{0};
+    for (int i = 0; i < 500; ++i)
+        REQUIRE(pool->submit(std::make_shared<CountingTask>(&ran, &skipped, i % 5 == 0)) ==
+                Pool::Submit::Queued);
+    pool->note_rejected();
+    pool->shutdown(false);
+    host.join();
+    PoolSnapshot s = pool->snapshot();
+    CHECK(s.executor == "Named");  // the "-N" counter is not part of the label
+    CHECK(s.flavor == "threads");
+    CHECK(s.completed == 400);
+    CHECK(s.failed == 100);
+    CHECK(s.rejected == 1);
+    CHECK(s.task_duration.count() == 500);  // the workers left: their shards were folded
+    CHECK(s.queue_wait.count() == 500);
+    CHECK(s.workers_started == s.workers_stopped);
+    CHECK(s.worker_startup.count() == s.workers_started);
+    // A finished pool folds into the process-wide list under its labels.
+    uint64_t id = pool->id();
+    pool.reset();
+    auto all = snapshot_all_pools();
+    auto folded = std::find_if(all.begin(), all.end(), [](const PoolSnapshot &p) { return p.executor == "Named"; });
+    REQUIRE(folded != all.end());
+    CHECK_FALSE(folded->live);
+    CHECK(folded->completed >= 400);
+    CHECK(std::none_of(all.begin(), all.end(), [id](const PoolSnapshot &p) { return p.live && p.id == id; }));
+}
+
+TEST_CASE("the timeline records spans while on, up to its cap, and counts the rest") {
+    ThreadHost host;
+    Timeline::start(10);
+    auto pool = std::make_shared<Pool>(1, host.spawner());
+    std::atomic<int> ran{0}, skipped{0};
+    for (int i = 0; i < 25; ++i) {
+        auto task = std::make_shared<CountingTask>(&ran, &skipped);
+        task->label = "task";
+        pool->submit(task);
+    }
+    pool->shutdown(false);
+    host.join();
+    Timeline::start(0);
+    uint64_t dropped = 0;
+    auto events = Timeline::take(dropped);
+    CHECK(events.size() == 10);
+    CHECK(dropped == 15);
+    for (const auto &e : events) {
+        CHECK(e.phase == 'X');
+        CHECK(e.name == "task");
+        CHECK(e.pool_id == pool->id());
+    }
+    CHECK_FALSE(Timeline::on());
+}
