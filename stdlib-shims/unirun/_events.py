@@ -1,4 +1,4 @@
-"""Lifecycle events of pools and workers: structured records on the "unirun" logger, JSON Lines
+"""Lifecycle events of pools and workers: structured records on the "unirun" logger (DEBUG), JSON Lines
 in the --trace file (UNIRUN_TRACE), instants on the --timeline.
 
 Each record carries its fields as attributes (record.unirun = {"event": ..., ...}), so a
@@ -24,9 +24,11 @@ def emit(event: str, **fields) -> None:
     """Publish one lifecycle event; never raises into the program's work."""
     fields = {"event": event, **fields}
     try:
-        if logger.isEnabledFor(logging.INFO):
+        # DEBUG, as asyncio's own chatter: a program that turns on INFO logging for itself
+        # sees under unirun-python what it sees under python.
+        if logger.isEnabledFor(logging.DEBUG):
             detail = " ".join("%s=%s" % (k, v) for k, v in fields.items() if k != "event")
-            logger.info("%s %s", event, detail, extra={"unirun": fields})
+            logger.debug("%s %s", event, detail, extra={"unirun": fields})
         path = os.environ.get("UNIRUN_TRACE")
         if path:
             line = json.dumps({"event": event, "time": time.time(), "fields": fields}, default=str) + "\n"

@@ -415,7 +415,7 @@ def test_lifecycle_events_are_structured_log_records(tmp_path, monkeypatch):
     logger = logging.getLogger("unirun")
     handler, level = Keep(), logger.level
     logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(logging.DEBUG)
     try:
         with cf.ThreadPoolExecutor(1, thread_name_prefix="logged") as ex:
             ex.submit(tasks.square, 2).result()
