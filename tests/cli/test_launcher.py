@@ -146,13 +146,48 @@ def test_trace_option_records_the_runtime_and_every_scope(launcher, tmp_path):
     proc = run([launcher, f"--trace={trace}", "--thread-mode=gil", "-c", program])
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "ran\n"
-    events = [json.loads(line) for line in trace.read_text().splitlines()]
+    lines = [json.loads(line) for line in trace.read_text().splitlines()]
+    events = [e for e in lines if "trace" in e]  # the decisions; the rest are lifecycle events
     assert [e["event"] for e in events] == ["runtime", "decided", "ended"]
     assert events[0]["trace"]["reason_code"] == "thread-mode"
     assert events[1]["trace"]["name"] == "demo" and events[1]["trace"]["resolved_flavor"] == "threads"
+    lifecycle = [e["event"] for e in lines if "fields" in e and e["fields"].get("executor") == "demo"]
+    assert sorted(lifecycle) == ["pool.shutdown", "pool.start", "worker.start", "worker.stop"]
+    assert lifecycle[0] == "pool.start"
     # UNIRUN_TRACE does the same, and an unwritable path is a clear error
     proc = run([launcher, "-c", "pass"], env=clean_env(UNIRUN_TRACE=str(tmp_path / "no" / "dir" / "t")))
     assert proc.returncode == 2 and "cannot write the trace file" in proc.stderr
+
+
+@pytest.mark.parametrize("args, env, message", [
+    (["--metrics-interval=0"], {}, "--metrics-interval=0 is not a number of seconds"),
+    (["--metrics-interval=soon"], {}, "--metrics-interval=soon is not a number of seconds"),
+    (["--metrics-interval=5"], {}, "--metrics-interval needs a metrics file"),
+    ([], {"UNIRUN_METRICS_INTERVAL": "-1", "UNIRUN_METRICS": "m.json"}, "UNIRUN_METRICS_INTERVAL=-1 is not a number"),
+    (["--metrics=/no/such/dir/m.prom"], {}, "cannot write --metrics file /no/such/dir/m.prom"),
+    (["--timeline=/"], {}, "cannot write --timeline file /"),
+    ([], {"UNIRUN_TIMELINE": "/no/such/dir/t.json"}, "cannot write --timeline file"),
+    (["--metrics="], {}, "error: --metrics"),
+])
+def test_observability_options_refuse_bad_input_before_the_program_runs(launcher, tmp_path, args, env, message):
+    marker = tmp_path / "ran"
+    proc = run([launcher, *args, "-c", f"open({str(marker)!r}, 'w')"], env=clean_env(**env), cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert not marker.exists()
+
+
+def test_metrics_and_timeline_files_are_written_at_exit(launcher, tmp_path):
+    program = "import concurrent.futures as cf\nwith cf.ThreadPoolExecutor(1) as ex: ex.submit(abs, -1).result()"
+    proc = run([launcher, "--metrics=m.prom", "--timeline=t.json", "-c", program], env=clean_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    text = (tmp_path / "m.prom").read_text()
+    assert 'unirun_executor_completed_tasks_total{executor="ThreadPoolExecutor"' in text
+    spans = [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
+    assert [e["name"] for e in spans] == ["abs"]
+    # The exit code is the program's, metrics or not.
+    proc = run([launcher, "--metrics=m.json", "-c", "raise SystemExit(3)"], env=clean_env(), cwd=tmp_path)
+    assert proc.returncode == 3 and json.loads((tmp_path / "m.json").read_text())["executors"] == []
 
 
 # --- per thread mode ------------------------------------------------------------------------
