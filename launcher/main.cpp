@@ -446,7 +446,10 @@ int main(int argc, char **argv) {
         auto path = fs::absolute(*value, error);
         if (error) path = *value;
         auto dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
-        if (fs::is_directory(path, error) || access(dir.c_str(), W_OK) != 0)
+        if (path.extension() == ".py")  // `--metrics app.py`: the script, not a metrics file
+            return fail(std::string(flag) + " " + path.string() + " names a Python script",
+                        std::string("give ") + flag + "=PATH a metrics or timeline file, then the script");
+        if (fs::is_directory(path, error) || access(dir.c_str(), W_OK | X_OK) != 0)
             return fail(std::string("cannot write ") + flag + " file " + path.string(),
                         std::string("give ") + flag + " (or " + variable +
                             ") the path of a file in a writable directory");

@@ -107,11 +107,10 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
         Py_Finalize();
         return 1;
     }
-    if (!watch_gil_imports()) {
+    if (!watch_gil_imports()) {  // only the ledger loses by it: say so, and run the program
         PyErr_Print();
-        fprintf(stderr, "unirun-python: error: cannot watch imports for unirun.ledger()\n");
-        Py_Finalize();
-        return 1;
+        fprintf(stderr, "unirun-python: warning: cannot watch imports for unirun.ledger(); it will "
+                        "infer which import enabled the GIL\n");
     }
     // --metrics, --timeline (the launcher checked them): set up before any executor exists.
     const char *metrics = getenv("UNIRUN_METRICS"), *timeline = getenv("UNIRUN_TIMELINE");

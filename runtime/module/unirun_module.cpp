@@ -122,6 +122,7 @@ int init_state(PyObject *module, ModuleState *state) {
     if (!(state->pickle_dumps = PyObject_GetAttrString(pickle.get(), "dumps"))) return -1;
     if (!(state->pickle_loads = PyObject_GetAttrString(pickle.get(), "loads"))) return -1;
     if (!(state->by_code = PyDict_New())) return -1;
+    if (!(state->qualname = PyUnicode_InternFromString("__qualname__"))) return -1;
     return 0;
 }
 
@@ -135,6 +136,7 @@ int traverse_state(ModuleState *state, visitproc visit, void *arg) {
     Py_VISIT(state->pickle_dumps);
     Py_VISIT(state->pickle_loads);
     Py_VISIT(state->by_code);
+    Py_VISIT(state->qualname);
     return 0;
 }
 
@@ -148,6 +150,7 @@ void clear_state(ModuleState *state) {
     Py_CLEAR(state->pickle_dumps);
     Py_CLEAR(state->pickle_loads);
     Py_CLEAR(state->by_code);
+    Py_CLEAR(state->qualname);
 }
 
 }  // namespace unirun::python

@@ -210,33 +210,25 @@ PyObject *shut_down_error(PoolObject *pool) {
 
 // The name of a task's span on the timeline: the callable's qualified name (a partial's
 // function's), else its type's. Only asked for while the timeline records.
-std::string timeline_label(PyObject *fn) {
-    if (PyFunction_Check(fn)) {  // the common case, without an attribute lookup
-        Ref qualname;
-        Py_BEGIN_CRITICAL_SECTION(fn);  // fn.__qualname__ = ... may replace it meanwhile
-        qualname = Ref::borrow(reinterpret_cast<PyFunctionObject *>(fn)->func_qualname);
-        Py_END_CRITICAL_SECTION();
-        Py_ssize_t size = 0;
-        const char *text =
-            qualname && PyUnicode_Check(qualname.get()) ? PyUnicode_AsUTF8AndSize(qualname.get(), &size) : nullptr;
-        if (text) return std::string(text, static_cast<size_t>(size));
-        PyErr_Clear();
-    }
+std::string timeline_label(ModuleState *state, PyObject *fn) {
     PyObject *error = PyErr_GetRaisedException();  // none expected; keep the state as it was
     PyObject *target = fn;
     Ref inner;
-    if (!PyFunction_Check(fn) && !PyCFunction_Check(fn)) {
+    if (!PyFunction_Check(fn) && !PyCFunction_Check(fn) && !PyMethod_Check(fn)) {
         inner = Ref::steal(PyObject_GetAttrString(fn, "func"));  // functools.partial
         if (inner && PyCallable_Check(inner.get())) target = inner.get();
         PyErr_Clear();
     }
-    Ref name = Ref::steal(PyObject_GetAttrString(target, "__qualname__"));
+    // Through the attribute, not the function's field: a concurrent fn.__qualname__ = ... is
+    // then the function's own business (its getter takes a reference).
+    Ref name = Ref::steal(PyObject_GetAttr(target, state->qualname));
     if (!name || !PyUnicode_Check(name.get())) {
         PyErr_Clear();
-        name = Ref::steal(PyObject_GetAttrString(reinterpret_cast<PyObject *>(Py_TYPE(target)), "__qualname__"));
+        name = Ref::steal(PyObject_GetAttr(reinterpret_cast<PyObject *>(Py_TYPE(target)), state->qualname));
     }
-    const char *text = name && PyUnicode_Check(name.get()) ? PyUnicode_AsUTF8(name.get()) : nullptr;
-    std::string label = text ? text : "call";
+    Py_ssize_t size = 0;
+    const char *text = name && PyUnicode_Check(name.get()) ? PyUnicode_AsUTF8AndSize(name.get(), &size) : nullptr;
+    std::string label = text ? std::string(text, static_cast<size_t>(size)) : "call";
     PyErr_Clear();
     PyErr_SetRaisedException(error);
     return label;
@@ -392,7 +384,7 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
         call->set_payload(std::string(data, static_cast<size_t>(size)));
         call->set_buffers(std::move(buffers));
     }
-    if (scheduler::Timeline::on()) call->label = timeline_label(args[0]);
+    if (scheduler::Timeline::on()) call->label = timeline_label(module_state, args[0]);
     if (nargs == 4 && args[3] != Py_None)
         call->start_with(reinterpret_cast<FutureObject *>(args[3])->call);
     Ref future = Ref::steal(new_future(reinterpret_cast<PyTypeObject *>(module_state->future_type), call));
@@ -426,11 +418,14 @@ PyObject *pool_submit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
 PyObject *pool_shutdown(PyObject *self, PyObject *cancel_futures) {
     int cancel = PyObject_IsTrue(cancel_futures);
     if (cancel < 0) return nullptr;
-    if (!as_pool(self)->core->is_shut_down() && !pool_event(self, "pool.shutdown")) return nullptr;
+    bool first = !as_pool(self)->core->is_shut_down();
     // Every queued call is notified; a callback's Ctrl-C is raised once all are.
     for (auto &task : as_pool(self)->core->shutdown(cancel))
         static_cast<Call *>(task.get())->notify_skipped();
     if (PyErr_Occurred()) return nullptr;
+    // Reported once the pool is shut down: an interrupt raised while reporting cannot leave
+    // it taking work.
+    if (first && !pool_event(self, "pool.shutdown")) return nullptr;
     Py_RETURN_NONE;
 }
 
@@ -468,7 +463,7 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
     Ref copy_module = Ref::steal(PyImport_ImportModule("copy"));
     if (!copy_module) PyErr_Clear();  // then they share it
     bool first = true;
-    uint64_t failed = 0;
+    uint64_t failed = 0, cancelled = 0;
     for (auto &task : as_pool(self)->core->drain()) {
         auto *call = static_cast<Call *>(task.get());
         if (call->try_start()) {
@@ -484,10 +479,12 @@ PyObject *pool_fail_pending(PyObject *self, PyObject *exception) {
             ++failed;
             call->finish_local(nullptr, own.get(), true);
         } else {
+            ++cancelled;
             call->notify_skipped();
         }
     }
     as_pool(self)->core->note_failed(failed);
+    as_pool(self)->core->note_cancelled(cancelled);
     if (PyErr_Occurred()) return nullptr;  // a callback's Ctrl-C, once every call has ended
     Py_RETURN_NONE;
 }

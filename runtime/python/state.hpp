@@ -17,6 +17,7 @@ struct ModuleState {
     PyObject *pickle_dumps;         // pickle.dumps and pickle.loads of this interpreter:
     PyObject *pickle_loads;         //   the hot path of interpreter calls uses them directly
     PyObject *by_code;              // code object -> how its functions cross by code, or None
+    PyObject *qualname;             // "__qualname__", interned: the timeline's span names
 };
 
 extern PyModuleDef module_definition;

@@ -168,6 +168,7 @@ std::atomic<bool> Timeline::on_{false};
 
 void Timeline::start(size_t capacity) {
     ticks_calibrate();
+    install_fork_handlers();
     auto &buffer = timeline_buffer();
     {
         std::lock_guard lock(buffer.mutex);
@@ -207,6 +208,9 @@ uint64_t Timeline::origin_ticks() {
 
 // fork(): the child is not the process whose timeline was asked for; its copy stops recording,
 // and its lock starts fresh (the forking thread may have interrupted a holder).
+void Timeline::lock_for_fork() { timeline_buffer().mutex.lock(); }
+void Timeline::unlock_after_fork() { timeline_buffer().mutex.unlock(); }
+
 void Timeline::reset_after_fork_in_child() {
     on_.store(false, std::memory_order_relaxed);
     new (&timeline_buffer().mutex) std::mutex;

@@ -23,6 +23,10 @@ uint64_t now_ns();
 uint64_t now_ticks();
 void ticks_calibrate();
 uint64_t ticks_to_ns(uint64_t ticks);
+// later - earlier, or 0 where two CPUs' counters disagree by a few ticks the wrong way.
+inline uint64_t ticks_since(uint64_t earlier, uint64_t later) { return later > earlier ? later - earlier : 0; }
+// The scheduler's pthread_atfork handlers (installed by the first pool, or the timeline).
+void install_fork_handlers();
 
 // A fixed-bucket latency histogram: upper bounds 1 µs, 2 µs, 5 µs, 10 µs ... 50 s, then +Inf.
 // record() is two relaxed atomic adds (bucket and sum): no lock, no allocation; the count is
@@ -89,13 +93,16 @@ struct TimelineEvent {
 
 class Timeline {
    public:
-    static bool on() { return on_.load(std::memory_order_relaxed); }
+    // acquire: a thread that sees it on also sees the clock calibrated (start() did it first).
+    static bool on() { return on_.load(std::memory_order_acquire); }
     static void start(size_t capacity);
     static void record(TimelineEvent &&event);
     // The events so far (the buffer is emptied) and how many were dropped over the cap.
     static std::vector<TimelineEvent> take(uint64_t &dropped);
     static uint64_t origin_ticks();  // the clock at start(): timestamps count from it
     static void reset_after_fork_in_child();
+    static void lock_for_fork();     // prepare: no thread holds the buffer mid-push at fork()
+    static void unlock_after_fork();
 
    private:
     static std::atomic<bool> on_;

@@ -39,12 +39,19 @@ struct ForkGuard {
     }
     static void fold_finished(PoolSnapshot snapshot) {
         auto &all = finished();
-        if (all.size() >= kMaxFinished) snapshot.executor = "(other)";
-        for (auto &entry : all) {
-            if (entry.executor == snapshot.executor && entry.flavor == snapshot.flavor) {
-                entry.fold(snapshot);
-                return;
+        auto fold_into = [&](const std::string &executor) {
+            for (auto &entry : all) {
+                if (entry.executor == executor && entry.flavor == snapshot.flavor) {
+                    entry.fold(snapshot);
+                    return true;
+                }
             }
+            return false;
+        };
+        if (fold_into(snapshot.executor)) return;
+        if (all.size() >= kMaxFinished) {
+            snapshot.executor = "(other)";
+            if (fold_into(snapshot.executor)) return;
         }
         snapshot.id = 0;
         snapshot.live = false;
@@ -52,21 +59,26 @@ struct ForkGuard {
         all.push_back(std::move(snapshot));
     }
     static void prepare() {
+        Timeline::lock_for_fork();
         registry_mutex().lock();
         for (Pool *pool : pools()) pool->mutex_.lock();
     }
     static void parent() {
         for (Pool *pool : pools()) pool->mutex_.unlock();
         registry_mutex().unlock();
+        Timeline::unlock_after_fork();
     }
     static void child() {
         for (Pool *pool : pools()) pool->reset_after_fork_in_child();
         new (&registry_mutex()) std::mutex;
         Timeline::reset_after_fork_in_child();
     }
-    static void add(Pool *pool) {
+    static void install() {
         static std::once_flag once;
         std::call_once(once, [] { pthread_atfork(prepare, parent, child); });
+    }
+    static void add(Pool *pool) {
+        install();
         std::lock_guard lock(registry_mutex());
         pools().push_back(pool);
     }
@@ -112,6 +124,8 @@ Pool::Pool(size_t max_workers, Spawner spawner)
     ticks_calibrate();
     ForkGuard::add(this);
 }
+
+void install_fork_handlers() { ForkGuard::install(); }
 
 void Pool::set_labels(std::string executor, std::string flavor) {
     // "ThreadPoolExecutor-12" and "ThreadPoolExecutor-13" are one executor kind: one series.
@@ -292,7 +306,7 @@ void Pool::work(const ParkHooks &hooks) {
         }
         shards_.push_back(shard);
     }
-    if (timed_ && requested) worker_startup_.record(now_ticks() - requested);
+    if (timed_ && requested) worker_startup_.record(ticks_since(requested, now_ticks()));
     uint64_t last_end = 0;  // when this worker's previous task ended
     workers_started_.fetch_add(1, std::memory_order_relaxed);
     Pool *outer_pool = tl_pool;  // restored on leaving, for a thread that works for two pools
@@ -310,13 +324,15 @@ void Pool::work(const ParkHooks &hooks) {
             if (timed_ || timeline)
                 begun = waited || !last_end ? now_ticks() : std::max(last_end, task->enqueued_ticks);
             if (timed_ && task->enqueued_ticks)
-                shard->queue_wait.record_owned(begun > task->enqueued_ticks ? begun - task->enqueued_ticks : 0);
+                shard->queue_wait.record_owned(ticks_since(task->enqueued_ticks, begun));
             bool ok = task->run();
             if (timed_ || timeline) {
                 last_end = now_ticks();
-                if (timed_) shard->task_duration.record_owned(last_end - begun);
+                // (begun may come from another CPU's clock: never below zero)
+                if (timed_) shard->task_duration.record_owned(ticks_since(begun, last_end));
                 if (timeline)
-                    Timeline::record({'X', id_, current_tid(), begun, last_end - begun, std::move(task->label), {}});
+                    Timeline::record({'X', id_, current_tid(), begun, ticks_since(begun, last_end),
+                                      std::move(task->label), {}});
             }
             tl_task = nullptr;
             busy_.fetch_sub(1, std::memory_order_relaxed);

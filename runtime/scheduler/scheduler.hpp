@@ -118,6 +118,7 @@ class Pool : public std::enable_shared_from_this<Pool> {
     void note_rejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
     void note_worker_broken() { workers_broken_.fetch_add(1, std::memory_order_relaxed); }
     void note_failed(uint64_t n) { failed_.fetch_add(n, std::memory_order_relaxed); }
+    void note_cancelled(uint64_t n) { cancelled_.fetch_add(n, std::memory_order_relaxed); }
 
     PoolSnapshot snapshot() const;
 

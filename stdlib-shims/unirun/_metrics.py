@@ -260,10 +260,30 @@ def write_metrics(path: str, snapshot: Optional[dict] = None) -> None:
         text = prometheus_text(snapshot)
     else:
         text = json.dumps(snapshot, indent=1, default=_json_default) + "\n"
-    partial = "%s.%d.tmp" % (path, os.getpid())
-    with open(partial, "w", encoding="utf-8") as out:
-        out.write(text)
-    os.replace(partial, path)
+    write_whole(path, text)
+
+
+_write_lock = threading.Lock()
+
+
+def write_whole(path: str, text: str) -> None:
+    """Write text to path through a temporary file and a rename, one writer at a time (the
+    interval writer and the one at exit may meet)."""
+    import tempfile
+
+    with _write_lock:
+        directory, name = os.path.split(os.path.abspath(path))
+        handle, partial = tempfile.mkstemp(prefix=name + ".", suffix=".tmp", dir=directory)
+        try:
+            with open(handle, "w", encoding="utf-8") as out:
+                out.write(text)
+            os.replace(partial, path)
+        except BaseException:
+            try:
+                os.unlink(partial)
+            except OSError:
+                pass
+            raise
 
 
 def _json_default(value):
@@ -341,15 +361,27 @@ def start_from_environment() -> None:
     UNIRUN_METRICS, UNIRUN_METRICS_INTERVAL, UNIRUN_TIMELINE, UNIRUN_TIMELINE_LIMIT). The files
     are this process's: the variables are taken out of the environment, so child processes
     (process workers, subprocesses) do not overwrite them."""
+    global _owner
+    _owner = os.getpid()  # a child forked from this process does not write its files
     native = _native()
     path = os.environ.pop("UNIRUN_METRICS", "") or ""
     interval = os.environ.pop("UNIRUN_METRICS_INTERVAL", "") or ""
     timeline = os.environ.pop("UNIRUN_TIMELINE", "") or ""
     limit = os.environ.pop("UNIRUN_TIMELINE_LIMIT", "") or ""
     metrics_on = path != "off"
+    timeline = "" if timeline == "off" else timeline
     cap = 0
     if timeline:
-        cap = int(limit) if limit else _DEFAULT_TIMELINE_CAP
+        cap = _DEFAULT_TIMELINE_CAP
+        if limit:
+            try:
+                cap = int(limit)
+                if cap <= 0:
+                    raise ValueError
+            except ValueError:
+                cap = _DEFAULT_TIMELINE_CAP
+                print("unirun-python: warning: UNIRUN_TIMELINE_LIMIT=%s is not a positive number of "
+                      "events; the timeline keeps %d" % (limit, cap), file=sys.stderr)
     if native is not None:
         native.configure_observability(metrics_on, cap)
     if timeline:
@@ -367,7 +399,17 @@ def start_from_environment() -> None:
             thread.start()
 
 
+_owner = None
+
+
+def owns_files() -> bool:
+    """Whether this process is the one --metrics / --timeline were given to (not a fork)."""
+    return os.getpid() == _owner
+
+
 def _write_at_exit(path: str) -> None:
+    if not owns_files():
+        return
     try:
         write_metrics(path)
     except OSError as exc:
@@ -377,6 +419,8 @@ def _write_at_exit(path: str) -> None:
 def _write_every(path: str, seconds: float) -> None:
     while True:
         time.sleep(seconds)
+        if not owns_files():
+            return
         try:
             write_metrics(path)
         except Exception as exc:  # the program must not die of its monitoring

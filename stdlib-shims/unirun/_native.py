@@ -675,6 +675,7 @@ def worker_start_failed(pool, exc):
     try:
         from . import _events
 
+        pool.note_worker_broken()
         _events.pool_event(pool, "worker.broken", reason=f"{type(exc).__name__}: {exc}")
     except Exception:
         pass

@@ -23,6 +23,10 @@ def start(path: str) -> None:
 
 
 def _write_at_exit(path: str) -> None:
+    from ._metrics import owns_files
+
+    if not owns_files():
+        return
     try:
         write(path)
     except OSError as exc:
@@ -70,7 +74,6 @@ def write(path: str) -> None:
         "displayTimeUnit": "ms",
         "otherData": {"producer": "unirun", "dropped_events": dropped, "pid": os.getpid()},
     }
-    partial = "%s.%d.tmp" % (path, os.getpid())
-    with open(partial, "w", encoding="utf-8") as out:
-        json.dump(document, out, separators=(",", ":"))
-    os.replace(partial, path)
+    from ._metrics import write_whole
+
+    write_whole(path, json.dumps(document, separators=(",", ":")))

@@ -168,9 +168,11 @@ def test_trace_option_records_the_runtime_and_every_scope(launcher, tmp_path):
     (["--timeline=/"], {}, "cannot write --timeline file /"),
     ([], {"UNIRUN_TIMELINE": "/no/such/dir/t.json"}, "cannot write --timeline file"),
     (["--metrics="], {}, "error: --metrics"),
+    (["--metrics", "app.py"], {}, "app.py names a Python script"),
 ])
 def test_observability_options_refuse_bad_input_before_the_program_runs(launcher, tmp_path, args, env, message):
     marker = tmp_path / "ran"
+    (tmp_path / "app.py").write_text(f"open({str(marker)!r}, 'w')")
     proc = run([launcher, *args, "-c", f"open({str(marker)!r}, 'w')"], env=clean_env(**env), cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
@@ -185,6 +187,9 @@ def test_metrics_and_timeline_files_are_written_at_exit(launcher, tmp_path):
     assert 'unirun_executor_completed_tasks_total{executor="ThreadPoolExecutor"' in text
     spans = [e for e in json.loads((tmp_path / "t.json").read_text())["traceEvents"] if e["ph"] == "X"]
     assert [e["name"] for e in spans] == ["abs"]
+    # off is off: no file named "off", and the program's own work is untouched.
+    proc = run([launcher, "--timeline=off", "--metrics=off", "-c", program], env=clean_env(), cwd=tmp_path)
+    assert proc.returncode == 0 and not (tmp_path / "off").exists(), proc.stderr
     # The exit code is the program's, metrics or not.
     proc = run([launcher, "--metrics=m.json", "-c", "raise SystemExit(3)"], env=clean_env(), cwd=tmp_path)
     assert proc.returncode == 3 and json.loads((tmp_path / "m.json").read_text())["executors"] == []
