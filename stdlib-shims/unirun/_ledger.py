@@ -35,6 +35,8 @@ _local_notes: list[tuple[str, str, str, int]] = []  # plain python: no _unirun t
 
 
 def _native():
+    # Not _capabilities._native: this module loads at every free-threaded start-up, and
+    # _capabilities imports dataclasses.
     try:
         import _unirun
     except ImportError:

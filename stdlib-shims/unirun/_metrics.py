@@ -69,12 +69,7 @@ _PROMETHEUS = {
 _fallbacks: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # stdlib executor -> (name, flavor)
 
 
-def _native():
-    try:
-        import _unirun
-    except ImportError:
-        return None
-    return _unirun if hasattr(_unirun, "metrics_snapshot") else None
+from ._capabilities import _native  # the _unirun module under unirun-python, else None
 
 
 def _runtime_tag() -> str:
