@@ -13,9 +13,10 @@ plain python it is inferred from the declarations, in import order (said so by "
 
 from __future__ import annotations
 
+import _thread
 import sys
-import threading
-from typing import Optional
+
+# Loaded at every free-threaded start-up: nothing heavy at import (no typing, no threading).
 
 __all__ = ["ledger", "gil_enabled_by", "install"]
 
@@ -30,7 +31,7 @@ def _free_threaded_build() -> bool:
 
     return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
-_lock = threading.Lock()
+_lock = _thread.allocate_lock()
 _local_notes: list[tuple[str, str, str, int]] = []  # plain python: no _unirun to keep them
 
 
@@ -61,7 +62,7 @@ def _notes() -> list:
         return list(_local_notes)
 
 
-def _declarations(module) -> Optional[tuple]:
+def _declarations(module) -> "tuple | None":
     """(multi_phase, gil slot, multiple_interpreters slot, gil in effect) of an extension
     module, or None. The last is known on a free-threaded runtime under unirun-python only."""
     native = _native()
@@ -70,7 +71,7 @@ def _declarations(module) -> Optional[tuple]:
     return _declarations_by_ctypes(module)
 
 
-def _declarations_by_ctypes(module) -> Optional[tuple]:
+def _declarations_by_ctypes(module) -> "tuple | None":
     # Plain python: PyModule_GetDef and the public PyModuleDef layout (the limited API's).
     try:
         import ctypes
@@ -160,7 +161,7 @@ def ledger() -> list[dict]:
     return entries
 
 
-def gil_enabled_by() -> Optional[tuple[str, str]]:
+def gil_enabled_by() -> "tuple[str, str] | None":
     """On a free-threaded build whose GIL is on: (module, how) for the import that enabled it,
     how being "observed" (seen as it happened) or "inferred" (the first loaded module that
     declares it needs the GIL); None if the GIL is off, the build has one anyway, or no module
@@ -204,6 +205,8 @@ def install() -> None:
         module = original(self, spec)
         if not before and sys._is_gil_enabled():
             _note("gil-enabled", spec.name, "importing %s enabled the GIL" % spec.name)
+            import threading
+
             _event("gil.enabled", module=spec.name, thread=threading.current_thread().name)
         return module
 
