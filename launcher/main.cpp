@@ -475,9 +475,30 @@ int main(int argc, char **argv) {
     if (auto wrong = mismatch(runtime, library, manifest_path))
         return fail(wrong->message, wrong->hint);
 
+    // --canary: this process runs the comparison (unirun._canary), which starts the launcher
+    // once per run with the program's own arguments.
+    std::vector<std::string> program = split.python;
+    if (options.canary) {
+        if (program.empty())
+            return fail("--canary needs a program to run", "give a script, -m module or -c code after the options");
+        setenv("UNIRUN_CANARY", options.canary->c_str(), 1);
+        setenv("UNIRUN_CANARY_RUNS", options.canary_runs.value_or("1").c_str(), 1);
+        setenv("UNIRUN_CANARY_LAUNCHER", launcher.c_str(), 1);
+        if (options.canary_report) {
+            std::error_code error;
+            auto path = fs::absolute(*options.canary_report, error);
+            if (error) path = *options.canary_report;
+            auto dir = path.parent_path().empty() ? fs::path(".") : path.parent_path();
+            if (fs::is_directory(path, error) || access(dir.c_str(), W_OK | X_OK) != 0)
+                return fail("cannot write --canary-report file " + path.string(),
+                            "give --canary-report the path of a file in a writable directory");
+            setenv("UNIRUN_CANARY_REPORT", path.c_str(), 1);
+        }
+        program.insert(program.begin(), {"-m", "unirun._canary"});
+    }
     std::vector<char *> python_argv;
     python_argv.push_back(argv[0]);
-    for (auto &arg : split.python) python_argv.push_back(arg.data());
+    for (auto &arg : program) python_argv.push_back(arg.data());
     python_argv.push_back(nullptr);
 
     unirun_handoff handoff{};

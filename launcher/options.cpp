@@ -31,11 +31,12 @@ bool is_python_long_option(std::string_view arg) {
 bool takes_separate_value(std::string_view arg) {
     return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace" || arg == "--compat" ||
            arg == "--process-pool" || arg == "--metrics" || arg == "--metrics-interval" ||
-           arg == "--timeline";
+           arg == "--timeline" || arg == "--canary" || arg == "--canary-runs" || arg == "--canary-report";
 }
 
 struct OptionTexts {
-    std::string thread_mode, runtime, trace, compat, process_pool, metrics, metrics_interval, timeline;
+    std::string thread_mode, runtime, trace, compat, process_pool, metrics, metrics_interval, timeline, canary,
+        canary_runs, canary_report;
 };
 
 void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
@@ -63,6 +64,12 @@ void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
     app.add_option("--timeline", texts.timeline,
                    "record every task as a span on its worker and write them to PATH at exit, in "
                    "Chrome's Trace Event format (Perfetto, chrome://tracing; env UNIRUN_TIMELINE)");
+    app.add_option("--canary", texts.canary,
+                   "CONTROL:CANDIDATE: run the program under two configurations (gil, nogil, "
+                   "compat-off, managed, processes, interpreters, stdlib, joined by +) and report "
+                   "what differs (docs/canary.md)");
+    app.add_option("--canary-runs", texts.canary_runs, "with --canary: run the candidate N times (default 1)");
+    app.add_option("--canary-report", texts.canary_report, "with --canary: write the full report to PATH as JSON");
     app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
     app.add_flag("--json", options.json, "with --list-runtimes: print JSON instead of a table");
     app.add_flag("--unirun-version", options.version, "print unirun's version and exit");
@@ -147,13 +154,28 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
     for (auto [flag, text, slot] : {std::tuple{"--metrics", &texts.metrics, &options.metrics},
                                      std::tuple{"--metrics-interval", &texts.metrics_interval,
                                                 &options.metrics_interval},
-                                     std::tuple{"--timeline", &texts.timeline, &options.timeline}}) {
+                                     std::tuple{"--timeline", &texts.timeline, &options.timeline},
+                                     std::tuple{"--canary", &texts.canary, &options.canary},
+                                     std::tuple{"--canary-runs", &texts.canary_runs, &options.canary_runs},
+                                     std::tuple{"--canary-report", &texts.canary_report, &options.canary_report}}) {
         if (!app.count(flag)) continue;
         if (text->empty())
-            return UsageError{std::string(flag) + (std::string_view(flag) == "--metrics-interval"
-                                                       ? " needs a number of seconds"
-                                                       : " needs a file path")};
+            return UsageError{std::string(flag) + (std::string_view(flag) == "--metrics-interval" ||
+                                                           std::string_view(flag) == "--canary-runs"
+                                                       ? " needs a number"
+                                                       : std::string_view(flag) == "--canary"
+                                                             ? " needs CONTROL:CANDIDATE, e.g. --canary=gil:nogil"
+                                                             : " needs a file path")};
         *slot = *text;
+    }
+    if ((options.canary_runs || options.canary_report) && !options.canary)
+        return UsageError{std::string(options.canary_runs ? "--canary-runs" : "--canary-report") +
+                          " goes with --canary=CONTROL:CANDIDATE"};
+    if (options.canary_runs) {
+        const std::string &runs = *options.canary_runs;
+        if (runs.empty() || runs.size() > 6 || runs.find_first_not_of("0123456789") != std::string::npos ||
+            std::stoi(runs) < 1)
+            return UsageError{"--canary-runs=" + runs + " is not a number of runs; give 1 or more"};
     }
     if (options.json && !options.list_runtimes)
         return UsageError{"--json only goes with --list-runtimes"};
@@ -164,6 +186,7 @@ std::string usage_line() {
     return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] "
            "[--compat=managed|off] [--process-pool=processes|interpreters|stdlib] [--trace=PATH] "
            "[--metrics=PATH|off [--metrics-interval=SECONDS]] [--timeline=PATH] "
+           "[--canary=CONTROL:CANDIDATE [--canary-runs=N] [--canary-report=PATH]] "
            "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
            "arguments]";
 }

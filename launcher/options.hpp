@@ -37,6 +37,9 @@ struct Options {
     std::optional<std::string> metrics;           // PATH or off (env UNIRUN_METRICS)
     std::optional<std::string> metrics_interval;  // SECONDS (env UNIRUN_METRICS_INTERVAL)
     std::optional<std::string> timeline;          // PATH (env UNIRUN_TIMELINE)
+    std::optional<std::string> canary;            // CONTROL:CANDIDATE (unirun._canary)
+    std::optional<std::string> canary_runs;       // N: candidate runs
+    std::optional<std::string> canary_report;     // PATH: the JSON report
     bool list_runtimes = false;
     bool json = false;
     bool version = false;

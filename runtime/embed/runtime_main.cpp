@@ -113,8 +113,9 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
                         "infer which import enabled the GIL\n");
     }
     // --metrics, --timeline (the launcher checked them): set up before any executor exists.
-    const char *metrics = getenv("UNIRUN_METRICS"), *timeline = getenv("UNIRUN_TIMELINE");
-    if (((metrics && *metrics) || (timeline && *timeline)) && !start_observability()) {
+    const char *metrics = getenv("UNIRUN_METRICS"), *timeline = getenv("UNIRUN_TIMELINE"),
+               *ledger = getenv("UNIRUN_LEDGER");
+    if (((metrics && *metrics) || (timeline && *timeline) || (ledger && *ledger)) && !start_observability()) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: error: cannot set up --metrics / --timeline\n");
         Py_Finalize();

@@ -383,6 +383,11 @@ def start_from_environment() -> None:
         from . import _timeline
 
         _timeline.start(timeline)
+    ledger_path = os.environ.pop("UNIRUN_LEDGER", "") or ""
+    if ledger_path:  # the canary's runs: what unirun.ledger() says at exit
+        import atexit
+
+        atexit.register(_write_ledger_at_exit, ledger_path)
     if path and path != "off":
         import atexit
 
@@ -409,6 +414,17 @@ def _write_at_exit(path: str) -> None:
         write_metrics(path)
     except OSError as exc:
         print("unirun-python: cannot write the metrics file %s: %s" % (path, exc), file=sys.stderr)
+
+
+def _write_ledger_at_exit(path: str) -> None:
+    if not owns_files():
+        return
+    try:
+        from ._ledger import gil_enabled_by, ledger
+
+        write_whole(path, json.dumps({"gil_enabled_by": gil_enabled_by(), "modules": ledger()}) + "\n")
+    except Exception as exc:
+        print("unirun-python: cannot write the ledger %s: %s" % (path, exc), file=sys.stderr)
 
 
 def _write_every(path: str, seconds: float) -> None:
