@@ -27,6 +27,11 @@ bool is_python_long_option(std::string_view arg) {
     return false;
 }
 
+bool process_pool_mode(const std::string &text) {
+    return text == "processes" || text == "interpreters" || text == "stdlib" || text == "dask" ||
+           (text.rfind("dask:", 0) == 0 && text.size() > 5);
+}
+
 // Options of ours that take a value as the next argument when not written with '='.
 bool takes_separate_value(std::string_view arg) {
     return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace" || arg == "--compat" ||
@@ -50,8 +55,9 @@ void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
                    "managed|off: serve concurrent.futures executors from unirun (default managed), or "
                    "leave the standard library alone (env UNIRUN_COMPAT)");
     app.add_option("--process-pool", texts.process_pool,
-                   "processes|interpreters|stdlib: what serves ProcessPoolExecutor under compat "
-                   "(default processes: unirun's process workers; env UNIRUN_PROCESS_POOL)");
+                   "processes|interpreters|stdlib|dask[:ADDRESS]: what serves ProcessPoolExecutor under "
+                   "compat (default processes: unirun's process workers; dask: a Dask cluster; env "
+                   "UNIRUN_PROCESS_POOL)");
     app.add_option("--trace", texts.trace,
                    "append every decision (runtime, scopes, executors) to PATH as JSON Lines "
                    "(env UNIRUN_TRACE)");
@@ -145,10 +151,10 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
         options.compat = texts.compat;
     }
     if (app.count("--process-pool")) {
-        if (texts.process_pool != "processes" && texts.process_pool != "interpreters" &&
-            texts.process_pool != "stdlib")
+        if (!process_pool_mode(texts.process_pool))
             return UsageError{"--process-pool=" + texts.process_pool +
-                              " is not a process pool mode; use processes, interpreters or stdlib"};
+                              " is not a process pool mode; use processes, interpreters, stdlib, dask or "
+                              "dask:ADDRESS"};
         options.process_pool = texts.process_pool;
     }
     for (auto [flag, text, slot] : {std::tuple{"--metrics", &texts.metrics, &options.metrics},
@@ -184,7 +190,7 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
 
 std::string usage_line() {
     return "usage: unirun-python [--thread-mode=auto|gil|nogil] [--runtime=TAG] "
-           "[--compat=managed|off] [--process-pool=processes|interpreters|stdlib] [--trace=PATH] "
+           "[--compat=managed|off] [--process-pool=processes|interpreters|stdlib|dask[:ADDRESS]] [--trace=PATH] "
            "[--metrics=PATH|off [--metrics-interval=SECONDS]] [--timeline=PATH] "
            "[--canary=CONTROL:CANDIDATE [--canary-runs=N] [--canary-report=PATH]] "
            "[--list-runtimes [--json]] [--unirun-version] [--unirun-help] [python options and "
@@ -244,10 +250,10 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
     if (options.process_pool) {
         request.process_pool = *options.process_pool;
     } else if (auto text = env("UNIRUN_PROCESS_POOL"); text && !text->empty()) {
-        if (*text != "processes" && *text != "interpreters" && *text != "stdlib")
+        if (!process_pool_mode(*text))
             return UsageError{"UNIRUN_PROCESS_POOL=" + *text +
-                              " is not a process pool mode; set it to processes, interpreters or stdlib, "
-                              "or unset it"};
+                              " is not a process pool mode; set it to processes, interpreters, stdlib, dask "
+                              "or dask:ADDRESS, or unset it"};
         request.process_pool = *text;
     }
     // The observability settings: each from its flag, else its environment twin.

@@ -41,13 +41,26 @@ def flavor_of(executor) -> str:
         return "none"
     if names & {"InterpreterPoolExecutor", "InterpreterExecutor"}:
         return "interpreters"
-    if names & {"ProcessPoolExecutor", "ProcessExecutor"}:
+    if names & {"ProcessPoolExecutor", "ProcessExecutor"} and "DistributedExecutor" not in names:
         return "processes"
+    if "DistributedExecutor" in names:
+        return "distributed"
     return "threads"
 
 
-def make_executor(flavor: str, workers: int, name: Optional[str], caps: Capabilities):
-    """A new executor for a resolved flavor. Returns (executor, backend name)."""
+def make_executor(flavor: str, workers: int, name: Optional[str], caps: Capabilities,
+                  address: Optional[str] = None):
+    """A new executor for a resolved flavor (address: the distributed flavor's scheduler).
+    Returns (executor, backend name)."""
+    if flavor == "distributed":
+        from ._distributed import DistributedExecutor
+
+        executor = DistributedExecutor(workers, address, thread_name_prefix=name or "")
+        from ._metrics import note_fallback
+
+        note_fallback(executor, name or "DistributedExecutor", flavor)
+        where = address or f"LocalCluster({workers} worker processes)"
+        return executor, f"unirun.DistributedExecutor({where})"
     executor, backend = _make_executor(flavor, workers, name, caps)
     if not caps.under_launcher and flavor != "none":
         # The standard library's executors: unirun.metrics() lists them, partially.

@@ -33,7 +33,7 @@ USAGE_EXIT, DIFFERS_EXIT = 2, 1
 # Each word of a side and the launcher option it stands for.
 _THREAD_MODES = ("gil", "nogil", "auto")
 _COMPAT = {"compat-off": "off", "managed": "managed"}
-_PROCESS_POOLS = ("processes", "interpreters", "stdlib")
+_PROCESS_POOLS = ("processes", "interpreters", "stdlib", "dask")
 
 
 class CanaryError(Exception):

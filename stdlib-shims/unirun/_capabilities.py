@@ -23,6 +23,8 @@ class Capabilities:
     # On a free-threaded build whose GIL is on: the extension module whose import enabled it
     # (unirun.ledger()), "" if none is known.
     gil_enabled_by: str = ""
+    # Dask's distributed scheduler is importable: the distributed flavor can be had.
+    distributed: bool = False
 
     def as_dict(self) -> dict[str, object]:
         return dataclasses.asdict(self)
@@ -79,4 +81,16 @@ def capabilities() -> Capabilities:
         runtime_tag=tag,
         cpu_count=_usable_cpus(),
         gil_enabled_by=enabled_by,
+        distributed=_importable("distributed"),
     )
+
+
+def _importable(name: str) -> bool:
+    if name in sys.modules:
+        return True
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

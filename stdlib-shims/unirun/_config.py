@@ -8,7 +8,7 @@ from typing import Literal, Mapping, Optional
 
 __all__ = ["RuntimeConfig", "FLAVORS", "THREAD_MODES", "WORKER_POLICIES", "FALLBACKS"]
 
-FLAVORS = ("auto", "threads", "processes", "interpreters", "none")
+FLAVORS = ("auto", "threads", "processes", "interpreters", "none", "distributed")
 THREAD_MODES = ("auto", "gil", "nogil")
 # auto: each flavor's standard default (threads: min(32, cpus + 4), as ThreadPoolExecutor;
 # processes and interpreters: one per usable CPU); cpus: one worker per usable CPU, any flavor.
@@ -16,7 +16,7 @@ WORKER_POLICIES = ("auto", "cpus")
 # What interpreter work does where subinterpreter workers are not available.
 FALLBACKS = ("error", "threads", "processes")
 
-Flavor = Literal["auto", "threads", "processes", "interpreters", "none"]
+Flavor = Literal["auto", "threads", "processes", "interpreters", "none", "distributed"]
 ThreadMode = Literal["auto", "gil", "nogil"]
 
 
@@ -42,6 +42,9 @@ class RuntimeConfig:
     worker_policy: Literal["auto", "cpus"] = "auto"
     interpreter_fallback: Literal["error", "threads", "processes"] = "processes"
     trace_path: Optional[str] = None
+    # The distributed flavor: a Dask scheduler's address ("tcp://host:8786"); None starts a
+    # LocalCluster on this machine for each scope.
+    distributed_address: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_choice("thread_mode", self.thread_mode, THREAD_MODES)
@@ -51,6 +54,10 @@ class RuntimeConfig:
         _check_choice("interpreter_fallback", self.interpreter_fallback, FALLBACKS)
         if self.trace_path is not None and not isinstance(self.trace_path, str):
             raise ValueError(f"trace_path={self.trace_path!r} is not valid; use a path string")
+        if self.distributed_address is not None and (not isinstance(self.distributed_address, str)
+                                                     or not self.distributed_address.strip()):
+            raise ValueError(f"distributed_address={self.distributed_address!r} is not valid; use a scheduler "
+                             "address such as 'tcp://scheduler:8786'")
 
     # Environment variable → field. An empty variable counts as unset, as python's own do.
     ENVIRONMENT = {
@@ -60,6 +67,7 @@ class RuntimeConfig:
         "UNIRUN_WORKER_POLICY": "worker_policy",
         "UNIRUN_INTERPRETER_FALLBACK": "interpreter_fallback",
         "UNIRUN_TRACE": "trace_path",
+        "UNIRUN_DASK_ADDRESS": "distributed_address",
     }
 
     @classmethod

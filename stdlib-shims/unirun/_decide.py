@@ -42,6 +42,8 @@ REASONS = {
     "no-subinterpreters-processes": "--process-pool=interpreters on a runtime without usable own-GIL subinterpreters (Python 3.11, 3.12 before 3.12.4): the whole pool runs on real processes",
     "process-worker-replaced": "a worker process of a unirun process executor died: its task failed with BrokenProcessPool, and the worker starts a new process for its next task",
     "fork-processes": "the process pool asks for the fork start method, whose workers inherit the parent's state: the standard library's ProcessPoolExecutor serves it",
+    "distributed-unavailable": "the distributed flavor was asked for, but Dask's distributed scheduler is not installed: pip install 'dask[distributed]'",
+    "dask-process-pool": "--process-pool=dask: an unmodified ProcessPoolExecutor runs on a Dask cluster (the address, or a LocalCluster started for it)",
     "initargs-processes": "--process-pool=interpreters: the pool's initializer or initargs cannot be sent to a subinterpreter (they must be inherited by a process), so the whole pool runs on real processes",
 }
 
@@ -117,7 +119,7 @@ class DecisionTrace:
 def _default_workers(flavor: str, config: RuntimeConfig, caps: Capabilities) -> int:
     if flavor == "none":
         return 1
-    if config.worker_policy == "cpus" or flavor in ("processes", "interpreters"):
+    if config.worker_policy == "cpus" or flavor in ("processes", "interpreters", "distributed"):
         return caps.cpu_count
     return min(32, caps.cpu_count + 4)  # ThreadPoolExecutor's default
 
@@ -183,6 +185,11 @@ def decide(request: Request, config: RuntimeConfig, caps: Capabilities) -> Decis
                 "unirun-python or Python 3.14+, or set RuntimeConfig.interpreter_fallback "
                 "(UNIRUN_INTERPRETER_FALLBACK) to threads or processes"
             )
+
+    if flavor == "distributed" and not caps.distributed and not request.executor_provided:
+        code = "distributed-unavailable"
+        error = ("the distributed flavor needs Dask's distributed scheduler, which is not installed "
+                 "here: pip install 'dask[distributed]' (unirun itself needs only the standard library)")
 
     workers = request.max_workers or config.max_workers or _default_workers(flavor, config, caps)
     if flavor == "none":

@@ -46,7 +46,8 @@ def _shared_executor(flavor: str, max_workers: Optional[int], config: Optional[R
         entry = _shared.get(key)
         if entry is None or _is_shut_down(entry[0]):  # someone shut it down: make a new one
             entry = make_executor(trace.resolved_flavor, trace.worker_count,
-                                  f"unirun-shared-{trace.resolved_flavor}", capabilities())
+                                  f"unirun-shared-{trace.resolved_flavor}", capabilities(),
+                                  config.distributed_address)
             _shared[key] = entry
     executor, trace.backend = entry
     _trace.record(trace, path=config.trace_path)

@@ -144,6 +144,9 @@ def _fallback_entry(executor, name: str, flavor: str, runtime: str, gil: bool) -
     entry["executor.pool.size"] = len(workers)
     entry["executor.pool.max"] = getattr(executor, "_max_workers", None)
     entry["executor.queued"] = queue.qsize() if hasattr(queue, "qsize") else None
+    if hasattr(executor, "_metrics_fields"):  # the distributed flavor keeps counters
+        entry.update(executor._metrics_fields())
+        entry["executor.pool.size"] = None
     return entry
 
 

@@ -131,7 +131,7 @@ class Run:
             trace.worker_count = getattr(self._provided, "_max_workers", trace.worker_count)
         else:
             self.executor, trace.backend = make_executor(trace.resolved_flavor, trace.worker_count,
-                                                         self.name, caps)
+                                                         self.name, caps, config.distributed_address)
         self.trace = trace
         self._token = _current.set(self)
         self._started = time.perf_counter()

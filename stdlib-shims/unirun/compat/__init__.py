@@ -26,7 +26,7 @@ import sys
 __all__ = ["install", "uninstall", "status", "MODES", "PROCESS_POOL_MODES"]
 
 MODES = ("managed", "off")
-PROCESS_POOL_MODES = ("processes", "interpreters", "stdlib")
+PROCESS_POOL_MODES = ("processes", "interpreters", "stdlib", "dask")  # and dask:ADDRESS
 
 # Installed at every start-up of unirun-python: imports nothing beyond sys and _thread until a
 # program imports concurrent.futures.
@@ -215,9 +215,9 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
     """Install the hook (idempotent). Called by unirun-python before the program runs."""
     if mode not in MODES:
         raise ValueError(f"compat mode {mode!r} is not valid; use one of: {', '.join(MODES)}")
-    if process_pool not in PROCESS_POOL_MODES:
+    if process_pool not in PROCESS_POOL_MODES and not process_pool.startswith("dask:"):
         raise ValueError(f"process pool mode {process_pool!r} is not valid; use one of: "
-                         f"{', '.join(PROCESS_POOL_MODES)}")
+                         f"{', '.join(PROCESS_POOL_MODES)}, or dask:ADDRESS")
     with _lock:
         if mode == "off":
             uninstall()
@@ -272,7 +272,8 @@ def status() -> dict:
                 "concurrent.futures.ProcessPoolExecutor": {
                     "processes": "unirun native process workers",
                     "interpreters": "unirun native interpreters, falling back to processes per task",
-                    "stdlib": "standard library"}[_state["process_pool"]],
+                    "stdlib": "standard library"}.get(
+                        _state["process_pool"], f"a Dask cluster ({_state['process_pool']})"),
             }
             if not interpreters_available():
                 import _unirun

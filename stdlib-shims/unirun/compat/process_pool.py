@@ -155,6 +155,17 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     task that calls os._exit()) breaks the pool as a dying worker process breaks the stdlib's.
     """
 
+    def __new__(cls, *args, **kwargs):
+        from . import _state
+
+        # --process-pool=dask: the pool is a Dask cluster's (compat/dask_pool.py). A program's
+        # own subclass keeps its class, served by process workers.
+        if cls is ProcessPoolExecutor and _state["process_pool"].startswith("dask"):
+            from .dask_pool import DaskProcessPool
+
+            return object.__new__(DaskProcessPool)
+        return object.__new__(cls)
+
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None):
         if max_workers is not None and max_workers <= 0:
