@@ -96,11 +96,11 @@ def _tokens(line: str) -> list[str]:
 _MASKABLE = {"hex", "number", "name-with-digits"}  # what may vary run to run: ids, times, addresses
 
 
-def _pairwise(a: list[str], b: list[str]) -> tuple[set, bool]:
-    """(shapes that vary, unstable) over lines paired in order: a pair whose tokens differ in
-    anything but maskable shapes leaves no finer floor."""
-    shapes, unstable = set(), False
-    for left, right in zip(a, b):
+def _pairwise(a: list[str], b: list[str]) -> tuple[set, bool, dict]:
+    """(shapes that vary, unstable, {line: token positions that vary}) over lines paired in
+    order: a pair whose tokens differ in anything but maskable shapes leaves no finer floor."""
+    shapes, unstable, positions = set(), False, {}
+    for index, (left, right) in enumerate(zip(a, b)):
         if left == right:
             continue
         tokens = difflib.SequenceMatcher(None, _tokens(left), _tokens(right), autojunk=False)
@@ -110,45 +110,67 @@ def _pairwise(a: list[str], b: list[str]) -> tuple[set, bool]:
             varied = {_shape(t) for t in tokens.a[t1:t2] + tokens.b[u1:u2] if not t.isspace()}
             unstable |= bool(varied - _MASKABLE)  # words or punctuation varied
             shapes |= varied & _MASKABLE
-    return shapes, unstable
+            positions.setdefault(index, set()).update(range(t1, max(t2, t1 + 1)))
+    return shapes, unstable, positions
 
 
 def learn_noise(first: str, second: str) -> dict:
     """What differs between two control runs' output: {"shapes": token shapes that varied,
-    "order": lines moved (threads finishing in another order), "unstable": lines came and went
-    or words changed, so nothing finer is known}."""
+    "positions": {line: token indexes} where they varied, "order": lines moved (threads
+    finishing in another order), "unstable": lines came and went or words changed, so nothing
+    finer is known}."""
     a, b = first.splitlines(), second.splitlines()
-    noise = {"shapes": set(), "order": False, "unstable": False}
+    noise = {"shapes": set(), "positions": {}, "order": False, "unstable": False}
     if a == b:
         return noise
     if len(a) != len(b):
         noise["unstable"] = True
         return noise
-    shapes, unstable = _pairwise(a, b)
+    shapes, unstable, positions = _pairwise(a, b)
     if unstable:
         # Perhaps the lines only moved: pair them again in the order of their masked text.
         def key(line):
             return _mask([line], _MASKABLE)[0]
 
-        moved_shapes, moved_unstable = _pairwise(sorted(a, key=key), sorted(b, key=key))
+        moved_shapes, moved_unstable, _ = _pairwise(sorted(a, key=key), sorted(b, key=key))
         if not moved_unstable:
-            shapes, unstable, noise["order"] = moved_shapes, False, True
-    noise["shapes"], noise["unstable"] = shapes, unstable
+            shapes, unstable, positions, noise["order"] = moved_shapes, False, {}, True
+    noise["shapes"], noise["unstable"], noise["positions"] = shapes, unstable, positions
     return noise
+
+
+def _placeholder(token: str) -> str:
+    return f"<{_shape(token)}>"
 
 
 def _mask(lines: list[str], shapes: set) -> list[str]:
     if not shapes:
         return list(lines)
-    return ["".join(f"<{_shape(t)}>" if not t.isspace() and _shape(t) in shapes else t
+    return ["".join(_placeholder(t) if not t.isspace() and _shape(t) in shapes else t
                     for t in _tokens(line)) for line in lines]
 
 
 def normalize(text: str, noise: dict) -> list[str]:
-    """text's lines with the noise floor masked: varying shapes replaced, sorted if the order
-    varied."""
-    lines = _mask(text.splitlines(), noise["shapes"])
-    return sorted(lines) if noise["order"] else lines
+    """text's lines with the noise floor masked. Where the lines kept their order, only the
+    tokens at the positions that varied between the control runs are masked (a result that
+    did not vary is still compared exactly); where they moved, every token of a varying shape
+    is masked and the lines are compared sorted."""
+    lines = text.splitlines()
+    if noise["order"]:
+        return sorted(_mask(lines, noise["shapes"]))
+    positions = noise.get("positions") or {}
+    if not positions:
+        return lines
+    masked = []
+    for index, line in enumerate(lines):
+        where = positions.get(index)
+        if not where:
+            masked.append(line)
+            continue
+        tokens = _tokens(line)
+        masked.append("".join(_placeholder(t) if k in where and not t.isspace() and _shape(t) in _MASKABLE
+                              else t for k, t in enumerate(tokens)))
+    return masked
 
 
 def _merge_noise(*noises: dict) -> dict:
@@ -167,39 +189,72 @@ def _run_once(launcher: str, options: list[str], argv: list[str], stdin: bytes |
                      UNIRUN_LEDGER=files["ledger.json"])
     if tests:
         child_env["UNIRUN_CANARY_TESTS"] = files["tests.json"]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.monotonic()
     try:
-        proc = subprocess.Popen([launcher, *options, *argv], stdin=subprocess.PIPE if stdin is not None
-                                else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                env=child_env, cwd=workdir)
-    except OSError as exc:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen([launcher, *options, *argv], stdin=subprocess.PIPE if stdin is not None
+                                    else subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    env=child_env, cwd=workdir)
+        except OSError as exc:
+            raise CanaryError(f"cannot start {launcher}: {exc}") from exc
+        try:
+            out, err = proc.communicate(stdin)
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        wall = time.monotonic() - start
+        _reap_orphans()  # the run's own children (a forkserver, say): their CPU time counts too
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return {
+            "options": options,
+            "exit": proc.returncode,
+            "signal": _signal_name(-proc.returncode) if proc.returncode < 0 else None,
+            "wall": wall,
+            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "stdout": out.decode("utf-8", "replace"),
+            "stderr": err.decode("utf-8", "replace"),
+            "decisions": _decisions(files["trace.jsonl"]),
+            "ledger": _read_json(files["ledger.json"]),
+            "unfinished_futures": _unfinished(_read_json(files["metrics.json"])),
+            "tests": _read_json(files["tests.json"]) if tests else None,
+        }
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        raise CanaryError(f"cannot start {launcher}: {exc}") from exc
+
+
+def _signal_name(number: int) -> str:
     try:
-        out, err = proc.communicate(stdin)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        shutil.rmtree(scratch, ignore_errors=True)
-        raise
-    wall = time.monotonic() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    run = {
-        "options": options,
-        "exit": proc.returncode,
-        "signal": signal.Signals(-proc.returncode).name if proc.returncode < 0 else None,
-        "wall": wall,
-        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-        "stdout": out.decode("utf-8", "replace"),
-        "stderr": err.decode("utf-8", "replace"),
-        "decisions": _decisions(files["trace.jsonl"]),
-        "ledger": _read_json(files["ledger.json"]),
-        "unfinished_futures": _unfinished(_read_json(files["metrics.json"])),
-        "tests": _read_json(files["tests.json"]) if tests else None,
-    }
-    shutil.rmtree(scratch, ignore_errors=True)
-    return run
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {number}"
+
+
+def _become_subreaper() -> bool:
+    """Linux: orphaned descendants of a run (its forkserver, its workers' children) are
+    re-parented to this process, so they are reaped here and their CPU time is counted."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError, ImportError):
+        return False
+
+
+def _reap_orphans(grace: float = 1.0) -> None:
+    """Reap what a run left behind (re-parented here), waiting up to grace seconds for it."""
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return  # nothing left
+        if pid == 0:
+            if time.monotonic() >= deadline:
+                return  # something the program meant to outlive it: leave it be
+            time.sleep(0.02)
 
 
 def _read_json(path: str):
@@ -289,8 +344,16 @@ def compare(controls: list[dict], candidates: list[dict], pytest_mode: bool) -> 
         floor = learn_noise(first[stream], second[stream])
         noise[stream] = {"shapes": sorted(floor["shapes"]), "order": floor["order"],
                          "unstable": floor["unstable"], "exact_between_controls": first[stream] == second[stream]}
-        if floor["unstable"] or pytest_mode:
-            continue  # no floor to compare against (or: the tests are compared one by one)
+        if pytest_mode:
+            continue  # the tests are compared one by one
+        if floor["unstable"]:
+            # No floor to compare against; still, output that vanished (or appeared) is a
+            # difference whatever the noise.
+            if any(bool(run[stream].strip()) != bool(first[stream].strip()) for run in candidates):
+                differences.append({"what": stream, "masked": [], "order_ignored": False,
+                                    "first_lines": _first_lines_differing(first[stream].splitlines(),
+                                                                          candidates[0][stream].splitlines())})
+            continue
         expected = normalize(first[stream], floor)
         for run in candidates:
             got = normalize(run[stream], floor)
@@ -336,12 +399,21 @@ def _ledger_summary(ledger) -> dict | None:
 # --- the command ------------------------------------------------------------------------------
 
 def _pytest_argv(argv: list[str]) -> list[str] | None:
-    """argv with the canary's pytest plugin loaded, if argv runs pytest (-m pytest ...)."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "-m" and argv[i + 1] in ("pytest", "py.test"):
-            return argv[:i + 2] + ["-p", "unirun._pytest_canary"] + argv[i + 2:]
-        if not arg.startswith("-") or arg in ("-c",):
-            return None  # a script or -c code: not pytest
+    """argv with the canary's pytest plugin loaded, if argv runs pytest (-m pytest ...), after
+    any of python's own options (-X dev, -W error, -u ...)."""
+    i = 0
+    while i < len(argv) - 1:
+        arg = argv[i]
+        if arg == "-m":
+            if argv[i + 1] in ("pytest", "py.test"):
+                return argv[:i + 2] + ["-p", "unirun._pytest_canary"] + argv[i + 2:]
+            return None
+        if arg in ("-X", "-W", "--check-hash-based-pycs"):
+            i += 2  # an option with its value as the next argument
+            continue
+        if not arg.startswith("-") or arg in ("-c", "-", "--"):
+            return None  # a script, -c code or stdin: not pytest
+        i += 1
     return None
 
 
@@ -352,6 +424,11 @@ def _print_verdict(report: dict, out) -> None:
           f"{candidate or 'default'} x{report['candidate']['runs']})", file=out)
     print(f"  wall {timing['wall_ratio']:.2f}x, cpu {timing['cpu_ratio']:.2f}x of the control "
           f"(control runs differ by {timing['control_spread']:.0%})", file=out)
+    if not report["pytest"]:
+        for stream, floor in report["noise"].items():
+            if floor["unstable"]:
+                print(f"  {stream}: not compared line by line: the two control runs differ in more than "
+                      "numbers and addresses (only output that vanished or appeared counts)", file=out)
     for difference in report["differences"][:5]:
         what = difference["what"]
         if what == "exit":
@@ -383,6 +460,25 @@ def _print_verdict(report: dict, out) -> None:
         print(f"  report: {report['report_path']}", file=out)
 
 
+def _read_stdin(first_byte_wait: float = 2.0) -> bytes | None:
+    """The canary's stdin, read once to give every run a copy; None for a terminal. A pipe on
+    which nothing arrives for first_byte_wait seconds (one a parent left open and never
+    writes to) counts as empty, with a warning, rather than holding the canary forever."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return None
+    try:
+        import select
+
+        ready, _, _ = select.select([sys.stdin.buffer], [], [], first_byte_wait)
+    except (OSError, ValueError):
+        ready = [sys.stdin.buffer]  # not selectable (a file): just read it
+    if not ready:
+        print(f"unirun-python: warning: --canary: nothing arrived on stdin within {first_byte_wait:g} s; "
+              "the runs get an empty stdin (redirect it from /dev/null, or pipe the input in)", file=sys.stderr)
+        return b""
+    return sys.stdin.buffer.read()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     spec = os.environ.pop("UNIRUN_CANARY", "")
@@ -399,10 +495,14 @@ def main(argv: list[str] | None = None) -> int:
         if not argv:
             raise CanaryError("--canary needs a program: a script, -m module or -c code after the options")
         launcher = os.environ.get("UNIRUN_CANARY_LAUNCHER") or sys.executable
-        stdin = None if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
+        stdin = _read_stdin()
         tested = _pytest_argv(argv)
         program = tested or argv
         env = {k: v for k, v in os.environ.items() if not k.startswith("UNIRUN_CANARY")}
+        # One hash seed for every run (unless the program's environment names one): set and
+        # dict-of-str orders then agree between runs, and are not mistaken for noise or change.
+        env.setdefault("PYTHONHASHSEED", str(random.SystemRandom().randrange(1, 2**32)))
+        _become_subreaper()
         seed = random.SystemRandom().randrange(2**32)
         order = ["control", "control"] + ["candidate"] * runs
         random.Random(seed).shuffle(order)
@@ -416,7 +516,7 @@ def main(argv: list[str] | None = None) -> int:
             "control": {"spec": control_spec, "options": control, "runs": 2},
             "candidate": {"spec": candidate_spec, "options": candidate, "runs": runs},
             "argv": argv, "cwd": os.getcwd(), "stdin_bytes": None if stdin is None else len(stdin),
-            "order": order, "seed": seed, "pytest": tested is not None,
+            "order": order, "seed": seed, "pytest": tested is not None, "hash_seed": env["PYTHONHASHSEED"],
             **comparison,
             "runs": [dict(run, side=side) for side in ("control", "candidate") for run in results[side]],
         }

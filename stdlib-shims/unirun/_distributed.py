@@ -22,6 +22,7 @@ import os
 import sys
 import threading
 import uuid
+import weakref
 
 __all__ = ["DistributedExecutor", "require"]
 
@@ -68,23 +69,59 @@ class _Future(concurrent.futures.Future):
     def __init__(self, executor):
         super().__init__()
         self._executor = executor
-        self._task = None  # the distributed.Future, once submitted
+        self._task = None  # the distributed.Future until the outcome arrives
 
     def cancel(self):
-        if not super().cancel():
-            return False
-        # Nobody dequeues it later to notify its waiters (set_running_or_notify_cancel): do it
-        # now, once (the caller's cancel and the cluster's may both get here).
+        # As Future.cancel, but nobody dequeues it later to notify its waiters
+        # (set_running_or_notify_cancel): they are notified here, before the callbacks run.
         with self._condition:
-            if self._state == _base.CANCELLED:
-                self._state = _base.CANCELLED_AND_NOTIFIED
-                for waiter in self._waiters:
-                    waiter.add_cancelled(self)
+            if self._state in (_base.RUNNING, _base.FINISHED):
+                return False
+            if self._state in (_base.CANCELLED, _base.CANCELLED_AND_NOTIFIED):
+                return True
+            self._state = _base.CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._invoke_callbacks()
         task, self._task = self._task, None
         if task is not None:
             self._executor._cancel_task(task)
         self._executor._forget(self)  # ended: shutdown need not wait for the cluster to say so
         return True
+
+
+_live = weakref.WeakSet()  # executors, for the wait at interpreter exit
+_live_lock = threading.Lock()
+_exit_registered = False
+
+
+def _register_exit():
+    """At interpreter exit, before threads are joined, wait for every executor's submitted
+    work, as the stdlib's pools do (their workers finish the queue before the program ends)."""
+    global _exit_registered
+    with _live_lock:
+        if _exit_registered:
+            return
+        _exit_registered = True
+    threading._register_atexit(_wait_for_all)
+
+
+def _wait_for_all():
+    for executor in list(_live):
+        with executor._lock:
+            pending = list(executor._pending)
+        concurrent.futures.wait(pending)
+
+
+def _close(client, cluster):
+    """Close what an executor started (on shutdown, or when it is collected unshut)."""
+    for closing in (client, cluster):
+        if closing is not None:
+            try:
+                closing.close()
+            except Exception:
+                pass
 
 
 class DistributedExecutor(concurrent.futures.Executor):
@@ -93,8 +130,12 @@ class DistributedExecutor(concurrent.futures.Executor):
     address: a scheduler to connect to ("tcp://host:8786"); None starts a LocalCluster of
     max_workers single-threaded workers (processes, on this runtime, unless processes=False)
     that lives as long as the executor. client: an existing distributed.Client to use (not
-    closed by shutdown).
+    closed by shutdown). initializer(*initargs) runs on every worker as it starts; if it fails
+    the executor is broken (submit raises broken_error), as a process pool whose initializer
+    failed.
     """
+
+    broken_error = concurrent.futures.BrokenExecutor
 
     def __init__(self, max_workers=None, address=None, *, processes=True, client=None,
                  thread_name_prefix="", initializer=None, initargs=()):
@@ -109,26 +150,46 @@ class DistributedExecutor(concurrent.futures.Executor):
         self._name = thread_name_prefix or "unirun-distributed"
         self._lock = threading.Lock()
         self._pending = set()  # our futures whose outcome has not arrived
+        self._by_key = {}  # the cluster's task key -> our future, while in flight
         self._shutdown = False
+        self._broken = None
+        self._settler = None  # the thread that delivers outcomes, while any are awaited
+        self._closer = None
+        self._close_when_done = threading.Event()
         self._counts = dict.fromkeys(("submitted", "completed", "failed", "cancelled", "rejected"), 0)
         self._cluster = None
         self._own_client = client is None
-        if client is not None:
-            self._client = client
-        elif address:
-            self._client = distributed.Client(address, set_as_default=False)
-        else:
-            self._cluster = distributed.LocalCluster(
-                n_workers=self._max_workers, threads_per_worker=1, processes=processes,
-                # No dashboard; the scheduler's own HTTP endpoints on any free port (its default,
-                # 8787, is taken by the second cluster on a machine, with a warning).
-                dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                silence_logs=logging.ERROR)
-            self._client = distributed.Client(self._cluster, set_as_default=False)
-        self.address = self._client.scheduler.address
+        try:
+            if client is not None:
+                self._client = client
+            elif address:
+                self._client = distributed.Client(address, set_as_default=False)
+            else:
+                self._cluster = distributed.LocalCluster(
+                    n_workers=self._max_workers, threads_per_worker=1, processes=processes,
+                    # No dashboard; the scheduler's own HTTP endpoints on any free port (its
+                    # default, 8787, is taken by the second cluster on a machine, with a warning).
+                    dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                    silence_logs=logging.ERROR)
+                self._client = distributed.Client(self._cluster, set_as_default=False)
+            self.address = self._client.scheduler.address
+            # Outcomes are collected by a thread of ours, not delivered on Dask's callback
+            # pool: that pool refuses work once the interpreter starts to exit, and a callback
+            # that waits on another future there would wait forever.
+            self._completed = distributed.as_completed([], loop=self._client.loop, with_results=False)
+        except BaseException:
+            _close(self._client if self._own_client and hasattr(self, "_client") else None, self._cluster)
+            raise
+        self._finalizer = weakref.finalize(self, _close, self._client if self._own_client else None,
+                                           self._cluster)
         if initializer is not None:
-            self._client.register_plugin(_initializer_plugin(initializer, tuple(initargs)),
-                                         name=f"{self._name}-init-{uuid.uuid4().hex}")
+            try:
+                self._client.register_plugin(_initializer_plugin(initializer, tuple(initargs)),
+                                             name=f"{self._name}-init-{uuid.uuid4().hex}")
+            except Exception as exc:
+                self._broken = f"A worker initializer failed, the executor is not usable anymore: {exc!r}"
+        _register_exit()
+        _live.add(self)
 
     def __repr__(self):
         where = "LocalCluster" if self._cluster is not None else self.address
@@ -139,16 +200,31 @@ class DistributedExecutor(concurrent.futures.Executor):
     def submit(self, fn, /, *args, **kwargs):
         future = _Future(self)
         with self._lock:
-            if self._shutdown:
+            if self._broken or self._shutdown:
                 self._counts["rejected"] += 1
+                if self._broken:
+                    raise self.broken_error(self._broken)
                 raise RuntimeError("cannot schedule new futures after shutdown")
-            self._counts["submitted"] += 1
             name = getattr(fn, "__name__", type(fn).__name__)
-            # fn's own keyword arguments never meet Client.submit's (key=, workers=, ...).
-            task = self._client.submit(_call, fn, args, kwargs, key=f"{name}-{uuid.uuid4().hex}", pure=False)
+            try:
+                # fn's own keyword arguments never meet Client.submit's (key=, workers=, ...).
+                task = self._client.submit(_call, fn, args, kwargs, key=f"{name}-{uuid.uuid4().hex}",
+                                           pure=False)
+            except Exception as exc:
+                # What cannot be sent fails its future, as the stdlib's process pool does.
+                self._counts["submitted"] += 1
+                self._counts["failed"] += 1
+                future.set_exception(exc)
+                return future
+            self._counts["submitted"] += 1
             future._task = task
             self._pending.add(future)
-        task.add_done_callback(lambda done, future=future: self._settle(future, done))
+            self._by_key[task.key] = future
+            self._completed.add(task)
+            if self._settler is None:
+                self._settler = threading.Thread(target=self._settle_all, name=f"{self._name}-settler",
+                                                 daemon=True)
+                self._settler.start()
         return future
 
     submit.__doc__ = concurrent.futures.Executor.submit.__doc__
@@ -167,8 +243,38 @@ class DistributedExecutor(concurrent.futures.Executor):
 
     # -- outcomes ------------------------------------------------------------------------
 
+    def _settle_all(self):
+        """The settler thread: deliver each task's outcome as the cluster reports it; leave
+        when nothing is awaited (a later submit starts another), so an idle executor holds no
+        thread and can be collected."""
+        while True:
+            try:
+                task = next(self._completed)
+            except StopIteration:
+                with self._lock:
+                    if self._by_key:
+                        continue  # a submit raced the check: its task is in the iterator now
+                    self._settler = None
+                    return
+            except Exception:  # the client is gone: what is still awaited cannot arrive
+                self._fail_all_pending("the connection to the Dask cluster was lost")
+                with self._lock:
+                    self._settler = None
+                return
+            with self._lock:
+                future = self._by_key.pop(task.key, None)
+            if future is None:
+                continue
+            if future._done_callbacks:
+                # Its callbacks run where its outcome is set (as on a stdlib worker): not on
+                # this thread, where one that waits for another future would wait forever.
+                threading.Thread(target=self._settle, args=(future, task), daemon=True,
+                                 name=f"{self._name}-callbacks").start()
+            else:
+                self._settle(future, task)
+
     def _settle(self, future, task):
-        """Runs on distributed's callback thread when the cluster's task ended."""
+        future._task = None  # the cluster may drop the result once we have it
         try:
             status = task.status
             if status == "finished":
@@ -180,24 +286,39 @@ class DistributedExecutor(concurrent.futures.Executor):
                     error = error.with_traceback(traceback)
                 outcome = ("exception", error)
             elif status == "cancelled":
-                outcome = ("cancelled", None)
+                # Not our cancel() (that one forgot the key first): the client closed or the
+                # scheduler dropped the task.
+                outcome = ("exception", self.broken_error(
+                    "the Dask cluster cancelled this task (its client closed, or the scheduler restarted)"))
             else:  # lost: the data went with a worker and cannot be recomputed
-                outcome = ("exception", concurrent.futures.BrokenExecutor(
+                outcome = ("exception", self.broken_error(
                     f"the cluster lost this task's result ({status}): a worker died holding it"))
         except BaseException as exc:  # the result could not be fetched or deserialised
             outcome = ("exception", exc)
         kind, value = outcome
-        if kind == "cancelled":
-            if not future.cancel() and not future.done():
-                future.set_exception(concurrent.futures.CancelledError("the cluster cancelled this task"))
-        elif not future.done():
-            try:
-                future.set_result(value) if kind == "result" else future.set_exception(value)
-            except concurrent.futures.InvalidStateError:
-                pass  # cancelled meanwhile: the caller's cancel() won
+        try:
+            if kind == "result":
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except concurrent.futures.InvalidStateError:
+            pass  # cancelled meanwhile: the caller's cancel() won
         self._forget(future)
 
+    def _fail_all_pending(self, why):
+        with self._lock:
+            pending = list(self._pending)
+            self._by_key.clear()
+        for future in pending:
+            try:
+                future.set_exception(self.broken_error(why))
+            except concurrent.futures.InvalidStateError:
+                pass
+            self._forget(future)
+
     def _cancel_task(self, task):
+        with self._lock:
+            self._by_key.pop(task.key, None)
         try:
             task.cancel()  # asynchronous: the scheduler drops it, or ignores its result
         except Exception:
@@ -227,17 +348,13 @@ class DistributedExecutor(concurrent.futures.Executor):
 
     # -- shutting down --------------------------------------------------------------------
 
-    _close_when_done = None
-
     def shutdown(self, wait=True, *, cancel_futures=False):
         with self._lock:
             first = not self._shutdown
             self._shutdown = True
             pending = list(self._pending)
-            if first:
-                self._close_when_done = threading.Event()
-                if not self._pending:
-                    self._close_when_done.set()
+            if not self._pending:
+                self._close_when_done.set()
         if cancel_futures:
             # As the stdlib: calls not yet started are cancelled; running ones finish.
             running = self._running_keys()
@@ -246,16 +363,34 @@ class DistributedExecutor(concurrent.futures.Executor):
                 if task is not None and task.key not in running:
                     future.cancel()
         if first:
-            closer = threading.Thread(target=self._close_after_work, name=f"{self._name}-shutdown")
-            closer.start()  # not a daemon: as the stdlib's workers, it holds interpreter exit
-            self._closer = closer
+            # Not a daemon: as the stdlib's workers, it holds interpreter exit until the work
+            # submitted before shutdown(wait=False) has ended.
+            self._closer = threading.Thread(target=self._close_after_work, name=f"{self._name}-shutdown")
+            self._closer.start()
         if wait:
             concurrent.futures.wait(pending)
-            closer = getattr(self, "_closer", None)
+            closer = self._closer
             if closer is not None and closer is not threading.current_thread():
                 closer.join()
 
     shutdown.__doc__ = concurrent.futures.Executor.shutdown.__doc__
+
+    def _terminate(self, why):
+        """Stop at once (3.14's terminate_workers() for a pool on the cluster): cancel what is
+        queued and fail what runs with broken_error(why)."""
+        with self._lock:
+            self._shutdown = True
+            pending = list(self._pending)
+        for future in pending:
+            task = future._task
+            if task is not None:
+                self._cancel_task(task)
+            try:
+                future.set_exception(self.broken_error(why))
+            except concurrent.futures.InvalidStateError:
+                pass
+            self._forget(future)
+        self.shutdown(wait=False)
 
     def _running_keys(self):
         """The keys the workers are executing now (what the scheduler calls processing also
@@ -273,16 +408,8 @@ class DistributedExecutor(concurrent.futures.Executor):
 
     def _close_after_work(self):
         self._close_when_done.wait()
-        if self._own_client:
-            try:
-                self._client.close()
-            except Exception:
-                pass
-        if self._cluster is not None:
-            try:
-                self._cluster.close()
-            except Exception:
-                pass
+        _live.discard(self)
+        self._finalizer()  # closes the client (if ours) and the cluster (if ours), once
 
 
 def _initializer_plugin(initializer, initargs):

@@ -25,7 +25,7 @@ def start_worker(pool, name):
 
     import _unirun
 
-    _register_exit()
+    exiting = not _register_exit()
     _live_pools.add(pool)
     if pool.kind == "interpreters":
         _prepare_for_fork()
@@ -36,6 +36,11 @@ def start_worker(pool, name):
     if pool.kind == "processes":
         prestart_process_child(pool)
         thread = threading.Thread(target=_work_then_leave, args=(pool,), name=name)
+    if exiting:
+        # The first worker of the process, started while the interpreter exits (by another
+        # library's exit hook): nothing will shut its pool down now, so it must not hold the
+        # exit up once its work is done.
+        thread.daemon = True
     try:
         thread.start()  # last: once the thread runs, the pool counts it
     except BaseException as exc:
@@ -83,20 +88,28 @@ def _initialize_then_work(pool):
     _unirun._work(pool)
 
 
+_exit_hook = None  # whether _stop_all_pools is registered (None: not tried yet)
+
+
 def _register_exit():
-    global _live_pools
-    if _live_pools is not None:
-        return
+    """Registers _stop_all_pools once; False if the interpreter was already exiting."""
+    global _live_pools, _exit_hook
+    if _exit_hook is not None:
+        return _exit_hook
     with _live_pools_lock:  # two first workers may start at once
-        if _live_pools is None:
+        if _exit_hook is None:
             import threading
             import weakref
 
-            pools = weakref.WeakSet()
+            _live_pools = weakref.WeakSet()
             # Runs before threading joins non-daemon threads (as ThreadPoolExecutor's hook
             # does): workers finish what is queued, then leave, and the join returns.
-            threading._register_atexit(_stop_all_pools)
-            _live_pools = pools
+            try:
+                threading._register_atexit(_stop_all_pools)
+                _exit_hook = True
+            except RuntimeError:  # "can't register atexit after shutdown"
+                _exit_hook = False
+    return _exit_hook
 
 
 def _stop_all_pools():

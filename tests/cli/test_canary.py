@@ -99,3 +99,53 @@ def test_bad_input_is_its_own_error(launcher, tmp_path, args, message):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert message in proc.stderr
     assert not marker.exists()
+
+
+def test_set_orders_agree_between_runs_through_one_hash_seed(launcher, tmp_path):
+    report = tmp_path / "report.json"
+    program = "print({str(i) * 3 for i in range(40)})"
+    proc = canary(launcher, "--canary=managed:compat-off", f"--canary-report={report}", "-c", program)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(report.read_text())
+    assert data["noise"]["stdout"]["exact_between_controls"] and data["hash_seed"]
+
+
+@needs_both
+def test_a_nameless_signal_is_still_a_failed_candidate(launcher, tmp_path):
+    report = tmp_path / "report.json"
+    program = ("import os, signal, sys\n"
+               "if not sys._is_gil_enabled(): os.kill(os.getpid(), signal.SIGRTMIN + 3)\n"
+               "print('alive')")
+    proc = canary(launcher, "--canary=gil:nogil", f"--canary-report={report}", "-c", program)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(report.read_text())
+    assert data["verdict"] == "candidate failed"
+    assert data["runs"][-1]["signal"].startswith("signal ") or data["runs"][-1]["signal"].startswith("SIGRT")
+    assert not list(tmp_path.glob("unirun-canary-*"))
+
+
+@needs_both
+def test_python_options_before_m_pytest_keep_the_per_test_comparison(launcher, tmp_path):
+    report = tmp_path / "report.json"
+    proc = canary(launcher, "--canary=gil:nogil", f"--canary-report={report}", "-X", "dev", "-m", "pytest",
+                  "-q", "-p", "no:cacheprovider", str(EXAMPLES / "suite"), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    data = json.loads(report.read_text())
+    assert data["pytest"] and data["tests"]["compared"] == 4
+
+
+def test_output_that_vanishes_differs_even_without_a_floor(launcher, tmp_path):
+    report = tmp_path / "report.json"
+    # Each control run prints one line more than the last (no floor); the candidate (compat
+    # off) prints none.
+    counter = tmp_path / "runs"
+    program = ("import unirun.compat\n"
+               f"with open({str(counter)!r}, 'a+') as f:\n"
+               "    f.write('.'); f.seek(0); n = len(f.read())\n"
+               "if unirun.compat.status()['mode'] == 'managed':\n"
+               "    print('\\n'.join('x' for _ in range(n)))")
+    proc = canary(launcher, "--canary=managed:compat-off", f"--canary-report={report}", "-c", program)
+    data = json.loads(report.read_text())
+    assert data["noise"]["stdout"]["unstable"]
+    assert proc.returncode == 1 and data["verdict"] == "differs"
+    assert "not compared line by line" in proc.stdout

@@ -18,13 +18,15 @@ lines = st.lists(st.builds(lambda w, n: f"{w} {n}", words, st.integers(0, 10**6)
 def test_identical_controls_learn_no_noise(text_lines):
     text = "\n".join(text_lines)
     noise = learn_noise(text, text)
-    assert noise == {"shapes": set(), "order": False, "unstable": False}
+    assert noise == {"shapes": set(), "positions": {}, "order": False, "unstable": False}
     assert normalize(text, noise) == text_lines
 
 
 @given(lines, st.data())
 def test_numbers_that_vary_between_controls_are_masked_and_nothing_else(text_lines, data):
-    renumbered = [line.split()[0] + " " + str(data.draw(st.integers(0, 10**6))) for line in text_lines]
+    # every line's number changes between the two control runs
+    renumbered = [line.split()[0] + " " + str(int(line.split()[1]) + data.draw(st.integers(1, 10**6)))
+                  for line in text_lines]
     first, second = "\n".join(text_lines), "\n".join(renumbered)
     noise = learn_noise(first, second)
     if first == second:
@@ -35,6 +37,14 @@ def test_numbers_that_vary_between_controls_are_masked_and_nothing_else(text_lin
     assert normalize("\n".join(candidate), noise) == normalize(first, noise)
     changed = ["Z" + candidate[0]] + candidate[1:]
     assert normalize("\n".join(changed), noise) != normalize(first, noise)
+
+
+def test_a_number_that_did_not_vary_is_still_compared_exactly():
+    noise = learn_noise("took 0.51 s\nresult 42", "took 0.49 s\nresult 42")
+    expected = normalize("took 0.51 s\nresult 42", noise)
+    assert normalize("took 0.3 s\nresult 42", noise) == expected
+    assert normalize("took 0.3 s\nresult 41", noise) != expected
+    assert normalize("took N/A s\nresult 42", noise) != expected
 
 
 def test_lines_that_only_move_are_compared_as_a_multiset():

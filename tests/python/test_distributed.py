@@ -194,3 +194,104 @@ def test_compat_serves_unmodified_process_pools_from_the_cluster(tmp_path):
                          env=env, timeout=300)
     assert got.returncode == 0 == expected.returncode, got.stderr
     assert got.stdout == expected.stdout
+
+
+def unpicklable_lock():
+    import threading
+
+    return threading.Lock()
+
+
+def failing_initializer():
+    raise RuntimeError("no init")
+
+
+def test_what_cannot_be_sent_fails_its_future_not_the_submit():
+    import threading
+
+    with DistributedExecutor(1, processes=False) as ex:
+        future = ex.submit(tasks.identity, threading.Lock())
+        assert isinstance(future.exception(timeout=60), Exception)
+        assert ex.submit(tasks.square, 2).result(timeout=60) == 4
+        fields = ex._metrics_fields()
+        assert fields["executor.submitted"] == 2 and fields["executor.failed"] == 1
+        assert fields["executor.completed"] == 1 and fields["executor.queued"] == 0
+
+
+def test_a_failed_initializer_breaks_the_executor():
+    ex = DistributedExecutor(1, processes=False, initializer=failing_initializer)
+    try:
+        with pytest.raises(cf.BrokenExecutor, match="initializer failed"):
+            ex.submit(tasks.square, 2)
+    finally:
+        ex.shutdown()
+
+
+def test_callbacks_may_wait_on_other_futures_and_cancel_notifies_before_callbacks():
+    with DistributedExecutor(2, processes=False) as ex:
+        first, second = ex.submit(tasks.nap, 0.2), ex.submit(tasks.nap, 0.4)
+        seen = []
+        first.add_done_callback(lambda f: seen.append(second.result(timeout=60)))
+        assert first.result(timeout=60) == 0.2
+        deadline = time.monotonic() + 60
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert seen == [0.4]
+        blockers = [ex.submit(tasks.nap, 0.5) for _ in range(2)]
+        queued = ex.submit(tasks.square, 3)
+        waited = []
+        queued.add_done_callback(lambda f: waited.append(len(cf.wait([f], timeout=5).done)))
+        assert queued.cancel()
+        assert waited == [1]
+        cf.wait(blockers)
+
+
+def test_a_closed_client_fails_its_futures_rather_than_cancel_them():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        client = Client(cluster, set_as_default=False)
+        ex = DistributedExecutor(client=client)
+        future = ex.submit(tasks.nap, 5)
+        client.close()
+        error = future.exception(timeout=60)
+        assert isinstance(error, cf.BrokenExecutor) and not future.cancelled()
+        ex.shutdown()
+
+
+def test_an_executor_dropped_without_shutdown_closes_its_cluster():
+    import gc
+
+    ex = DistributedExecutor(1, processes=False)
+    assert ex.submit(tasks.square, 3).result(timeout=60) == 9
+    cluster = ex._cluster
+    deadline = time.monotonic() + 30
+    while ex._settler is not None and time.monotonic() < deadline:
+        time.sleep(0.01)  # the settler leaves once nothing is awaited
+    del ex
+    gc.collect()
+    assert cluster.status.name in ("closed", "closing")
+
+
+EXIT_PROGRAM = """
+import os, sys, time
+sys.path[:0] = {path!r}
+from unirun._distributed import DistributedExecutor
+def mark(path):
+    time.sleep(0.3)
+    open(path, "w").close()
+ex = DistributedExecutor(2, processes=False)
+for i in range(4):
+    ex.submit(mark, os.path.join({out!r}, str(i)))
+{ending}
+"""
+
+
+@pytest.mark.parametrize("ending", ["ex.shutdown(wait=False)", "pass  # no shutdown at all"])
+def test_work_submitted_before_exit_finishes_and_exit_does_not_hang(tmp_path, ending):
+    out = tmp_path / "marks"
+    out.mkdir()
+    source = EXIT_PROGRAM.format(path=sys.path, out=str(out), ending=ending)
+    proc = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2", "3"]

@@ -18,7 +18,7 @@ from .._config import RuntimeConfig
 from .._decide import Request, decide
 from .._distributed import DistributedExecutor
 from . import _state
-from .process_pool import ProcessPoolExecutor
+from .process_pool import ProcessPoolExecutor, _stdlib
 
 __all__ = ["DaskProcessPool", "address"]
 
@@ -44,13 +44,22 @@ class DaskProcessPool(ProcessPoolExecutor):
                 raise TypeError("max_tasks_per_child must be an integer")
             if max_tasks_per_child <= 0:
                 raise ValueError("max_tasks_per_child must be >= 1")
+            if mp_context is not None and mp_context.get_start_method() == "fork":
+                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                                 "multiprocessing start method; supply a different mp_context.")
+        # What the compat class's own methods (and code reading the stdlib's internals) look
+        # at: no local workers of any kind.
+        self._on_workers = self._stdlib_self = False
+        self._workers = self._interpreters = self._fallback = None
+        self._processes = {}
+        self._executor_manager_thread = self._call_queue = None
+        self._shutdown_thread = False
+        self._broken = False
         where = address()
         self._dask = DistributedExecutor(max_workers, where, initializer=initializer, initargs=initargs,
                                          thread_name_prefix="ProcessPoolExecutor")
+        self._dask.broken_error = _stdlib.BrokenProcessPool
         self._max_workers = self._dask._max_workers
-        self._processes = {}  # no local processes: code reading the stdlib's internals finds none
-        self._shutdown_thread = False
-        self._broken = False
         config = RuntimeConfig.from_env()
         trace = decide(Request(flavor="distributed", max_workers=self._max_workers, name="ProcessPoolExecutor"),
                        config, capabilities())
@@ -71,6 +80,14 @@ class DaskProcessPool(ProcessPoolExecutor):
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._shutdown_thread = True
         self._dask.shutdown(wait, cancel_futures=cancel_futures)
+
+    def _force_shutdown(self, operation):
+        """3.14's terminate_workers() and kill_workers(): the cluster's workers are not ours to
+        signal; what is queued is cancelled and what runs fails with BrokenProcessPool."""
+        if operation not in ("terminate", "kill"):
+            raise ValueError(f"Unsupported operation: {operation!r}")
+        self._shutdown_thread = True
+        self._dask._terminate(f"the pool's workers were {operation}ed ({operation}_workers())")
 
     def __repr__(self):
         return f"<ProcessPoolExecutor on {self._dask!r}>"
