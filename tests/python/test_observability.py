@@ -336,14 +336,14 @@ def gil_needing(tmp_path_factory):
 
 
 def test_ledger_lists_extension_modules_with_their_declarations():
-    import _decimal  # noqa: F401  (multi-phase from 3.12, declares both slots on 3.13+)
+    import _decimal  # noqa: F401  (multi-phase from 3.13, declaring both slots)
     import array  # noqa: F401  (multi-phase on every supported Python)
 
     entries = {e["module"]: e for e in unirun.ledger()}
     assert entries["array"]["multi_phase"] and entries["array"]["loaded"]
     decimal = entries["_decimal"]
     assert decimal["loaded"] and not decimal["builtin"]
-    assert decimal["multi_phase"] == (sys.version_info >= (3, 12))
+    assert decimal["multi_phase"] == (sys.version_info >= (3, 13))  # converted in 3.13
     if sys.version_info >= (3, 13):
         assert decimal["gil"] == "not_used" and decimal["gil_declared"]
     if sys.version_info >= (3, 12):
