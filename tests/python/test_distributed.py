@@ -265,9 +265,13 @@ def test_an_executor_dropped_without_shutdown_closes_its_cluster():
     ex = DistributedExecutor(1, processes=False)
     assert ex.submit(tasks.square, 3).result(timeout=60) == 9
     cluster = ex._cluster
+    import threading
+
     deadline = time.monotonic() + 30
-    while ex._settler is not None and time.monotonic() < deadline:
-        time.sleep(0.01)  # the settler leaves once nothing is awaited
+    # The settler thread leaves once nothing is awaited (until it has, it holds the executor).
+    while any(t.name == "unirun-distributed-settler" for t in threading.enumerate()) and \
+            time.monotonic() < deadline:
+        time.sleep(0.01)
     del ex
     gc.collect()
     assert cluster.status.name in ("closed", "closing")
