@@ -5,7 +5,9 @@ import concurrent.futures as cf, os, time, sys
 def nap(s):
     time.sleep(s); return s
 def die(code):
-    os._exit(code)
+    # A moment first: the stdlib's own pool raises BrokenProcessPool from the next submit if
+    # the worker is already dead (a race of python's own, seen on a loaded machine).
+    time.sleep(0.3); os._exit(code)
 def square(x): return x * x
 if __name__ == "__main__":
     with cf.ProcessPoolExecutor(1) as ex:
