@@ -173,11 +173,6 @@ def normalize(text: str, noise: dict) -> list[str]:
     return masked
 
 
-def _merge_noise(*noises: dict) -> dict:
-    return {"shapes": set().union(*(n["shapes"] for n in noises)),
-            "order": any(n["order"] for n in noises), "unstable": any(n["unstable"] for n in noises)}
-
-
 # --- one run --------------------------------------------------------------------------------
 
 def _run_once(launcher: str, options: list[str], argv: list[str], stdin: bytes | None, env: dict,

@@ -2,7 +2,6 @@
 report's fields, stdin replay, and bad input (exit 2 before anything runs)."""
 
 import json
-import pathlib
 import subprocess
 
 import pytest
