@@ -68,7 +68,15 @@ def case_observability(repeats):
     timed = ThreadExecutor(WORKERS)
     warm(untimed), warm(timed)
 
+    def measured(executor):
+        # Each contender's workers are woken by a warm-up of their own first: two pools take
+        # turns here, and a measurement must not start with the other pool's workers still
+        # spinning (on the free-threaded runtime that alone moved the ratio by 2x).
+        warm(executor)
+        return submit_all(executor, TINY_THREAD_TASKS)
+
     def with_timeline():
+        warm(timed)
         _unirun.configure_observability(True, TINY_THREAD_TASKS + 1000)
         try:
             return submit_all(timed, TINY_THREAD_TASKS)
@@ -77,8 +85,8 @@ def case_observability(repeats):
             _unirun.timeline_take()  # every repeat records into an empty buffer
 
     samples = interleave(repeats, {
-        "metrics off": lambda: submit_all(untimed, TINY_THREAD_TASKS),
-        "metrics on": lambda: submit_all(timed, TINY_THREAD_TASKS),
+        "metrics off": lambda: measured(untimed),
+        "metrics on": lambda: measured(timed),
         "timeline on": with_timeline,
     })
     untimed.shutdown(), timed.shutdown()

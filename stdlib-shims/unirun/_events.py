@@ -8,11 +8,13 @@ pool.shutdown, worker.start, worker.stop, worker.broken, gil.enabled, interprete
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
 import time
+
+# json loads only when an event is written somewhere (the --trace file, the timeline): the
+# first pool of a program otherwise pays for its import (measured: bench interp_rss).
 
 __all__ = ["emit", "pool_event"]
 
@@ -31,6 +33,8 @@ def emit(event: str, **fields) -> None:
             logger.debug("%s %s", event, detail, extra={"unirun": fields})
         path = os.environ.get("UNIRUN_TRACE")
         if path:
+            import json
+
             line = json.dumps({"event": event, "time": time.time(), "fields": fields}, default=str) + "\n"
             with _file_lock, open(path, "a", encoding="utf-8") as out:
                 out.write(line)
@@ -39,6 +43,8 @@ def emit(event: str, **fields) -> None:
         except ImportError:
             return
         if _unirun.timeline_on():
+            import json
+
             _unirun.timeline_instant(event, json.dumps(fields, default=str))
     except Exception:  # a full disk or a broken handler must not break a worker
         pass
