@@ -15,7 +15,6 @@ task does); unirun's own helpers travel by value, so the workers need not have u
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 from concurrent.futures import _base
 import logging
 import os
@@ -231,15 +230,9 @@ class DistributedExecutor(concurrent.futures.Executor):
 
     def map(self, fn, *iterables, timeout=None, chunksize=1, buffersize=None):
         """Executor.map; chunksize > 1 sends the calls in batches, as ProcessPoolExecutor."""
-        from ._mapping import map_calls
+        from ._mapping import map_chunked
 
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return map_calls(self, fn, iterables, timeout, buffersize)
-        chunks = _chunks(zip(*iterables), chunksize)
-        results = map_calls(self, _run_chunk, (itertools.repeat(fn), chunks), timeout, buffersize)
-        return itertools.chain.from_iterable(results)
+        return map_chunked(self, fn, iterables, timeout, chunksize, buffersize, _run_chunk)
 
     # -- outcomes ------------------------------------------------------------------------
 
@@ -422,9 +415,3 @@ def _initializer_plugin(initializer, initargs):
             initializer(*initargs)
 
     return Initializer()
-
-
-def _chunks(iterable, size):
-    iterator = iter(iterable)
-    while chunk := tuple(itertools.islice(iterator, size)):
-        yield chunk

@@ -15,7 +15,7 @@ import weakref
 
 import _unirun
 
-from ._mapping import map_calls
+from ._mapping import map_calls, map_chunked
 
 __all__ = ["ThreadExecutor", "InterpreterExecutor", "ProcessExecutor"]
 
@@ -58,13 +58,7 @@ class _NativeExecutor(concurrent.futures.Executor):
         interpreter (ThreadPoolExecutor ignores chunksize; so do thread workers)."""
         if not self._chunks_calls:
             return map_calls(self, fn, iterables, timeout, buffersize)
-        if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
-        if chunksize == 1:
-            return map_calls(self, fn, iterables, timeout, buffersize)
-        chunks = _chunks(zip(*iterables), chunksize)
-        results = map_calls(self, _run_chunk, (itertools.repeat(fn), chunks), timeout, buffersize)
-        return itertools.chain.from_iterable(results)
+        return map_chunked(self, fn, iterables, timeout, chunksize, buffersize, _run_chunk)
 
     def shutdown(self, wait=True, *, cancel_futures=False):
         self._pool.shutdown(cancel_futures)
@@ -150,9 +144,3 @@ class ProcessExecutor(_NativeExecutor):
     @staticmethod
     def _default_workers():
         return _cpu_count()
-
-
-def _chunks(iterable, size):
-    iterator = iter(iterable)
-    while chunk := tuple(itertools.islice(iterator, size)):
-        yield chunk

@@ -9,7 +9,7 @@ import itertools
 import time
 import weakref
 
-__all__ = ["map_calls", "check_buffersize"]
+__all__ = ["map_calls", "map_chunked", "check_buffersize"]
 
 
 def check_buffersize(buffersize):
@@ -17,6 +17,25 @@ def check_buffersize(buffersize):
         raise TypeError("buffersize must be an integer or None")
     if buffersize is not None and buffersize < 1:
         raise ValueError("buffersize must be None or > 0")
+
+
+def map_chunked(executor, fn, iterables, timeout, chunksize, buffersize, run_chunk):
+    """Executor.map where calls cross to another interpreter, process or machine: chunksize > 1
+    sends them in batches, as ProcessPoolExecutor does. run_chunk(fn, chunk) runs one batch
+    where the executor runs calls (each executor names one its workers can load)."""
+    if chunksize < 1:
+        raise ValueError("chunksize must be >= 1.")
+    if chunksize == 1:
+        return map_calls(executor, fn, iterables, timeout, buffersize)
+    chunks = _chunks(zip(*iterables), chunksize)
+    results = map_calls(executor, run_chunk, (itertools.repeat(fn), chunks), timeout, buffersize)
+    return itertools.chain.from_iterable(results)
+
+
+def _chunks(iterable, size):
+    iterator = iter(iterable)
+    while chunk := tuple(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def map_calls(executor, fn, iterables, timeout=None, buffersize=None):

@@ -18,7 +18,7 @@ from .._config import RuntimeConfig
 from .._decide import Request, decide
 from .._distributed import DistributedExecutor
 from . import _state
-from .process_pool import ProcessPoolExecutor, _stdlib
+from .process_pool import ProcessPoolExecutor, _stdlib, check_arguments
 
 __all__ = ["DaskProcessPool", "address"]
 
@@ -35,18 +35,7 @@ class DaskProcessPool(ProcessPoolExecutor):
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None):
-        if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int):
-                raise TypeError("max_tasks_per_child must be an integer")
-            if max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be >= 1")
-            if mp_context is not None and mp_context.get_start_method() == "fork":
-                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
-                                 "multiprocessing start method; supply a different mp_context.")
+        check_arguments(max_workers, mp_context, initializer, max_tasks_per_child)
         # What the compat class's own methods (and code reading the stdlib's internals) look
         # at: no local workers of any kind.
         self._on_workers = self._stdlib_self = False

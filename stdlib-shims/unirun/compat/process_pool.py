@@ -28,7 +28,7 @@ from .. import _executors, _native, _trace
 from .._capabilities import capabilities
 from .._config import RuntimeConfig
 from .._decide import Request, decide
-from .._mapping import map_calls
+from .._mapping import map_calls, map_chunked
 from . import _process_worker, interpreter_pool
 
 __all__ = ["ProcessPoolExecutor"]
@@ -145,6 +145,22 @@ _BROKEN_TASK = ("A process in the process pool was terminated abruptly while the
                 "running or pending.")
 
 
+def check_arguments(max_workers, mp_context, initializer, max_tasks_per_child):
+    """ProcessPoolExecutor's own checks of its arguments, with its messages."""
+    if max_workers is not None and max_workers <= 0:
+        raise ValueError("max_workers must be greater than 0")
+    if initializer is not None and not callable(initializer):
+        raise TypeError("initializer must be a callable")
+    if max_tasks_per_child is not None:
+        if not isinstance(max_tasks_per_child, int):
+            raise TypeError("max_tasks_per_child must be an integer")
+        if max_tasks_per_child <= 0:
+            raise ValueError("max_tasks_per_child must be >= 1")
+        if mp_context is not None and mp_context.get_start_method() == "fork":
+            raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
+                             "multiprocessing start method; supply a different mp_context.")
+
+
 class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
     """The ProcessPoolExecutor API on unirun's process workers (or its subinterpreter workers,
     with a per-task fallback, under --process-pool=interpreters).
@@ -168,18 +184,7 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
 
     def __init__(self, max_workers=None, mp_context=None, initializer=None, initargs=(), *,
                  max_tasks_per_child=None):
-        if max_workers is not None and max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
-        if initializer is not None and not callable(initializer):
-            raise TypeError("initializer must be a callable")
-        if max_tasks_per_child is not None:
-            if not isinstance(max_tasks_per_child, int):
-                raise TypeError("max_tasks_per_child must be an integer")
-            if max_tasks_per_child <= 0:
-                raise ValueError("max_tasks_per_child must be >= 1")
-            if mp_context is not None and mp_context.get_start_method() == "fork":
-                raise ValueError("max_tasks_per_child is incompatible with the 'fork' "
-                                 "multiprocessing start method; supply a different mp_context.")
+        check_arguments(max_workers, mp_context, initializer, max_tasks_per_child)
         self._max_workers = max_workers or interpreter_pool.thread_pool._cpu_count()
         self._process_args = (self._max_workers, mp_context, initializer, initargs)
         self._max_tasks_per_child = max_tasks_per_child
@@ -360,13 +365,8 @@ class ProcessPoolExecutor(_STDLIB_PROCESS_POOL):
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
         if self._on_workers:
-            if chunksize == 1:
-                return map_calls(self, fn, iterables, timeout, buffersize)
             # Batches, as the stdlib's: one task per chunk, through this instance's submit.
-            chunks = _executors._chunks(zip(*iterables), chunksize)
-            results = map_calls(self, functools.partial(_executors._run_chunk, fn), (chunks,),
-                                timeout, buffersize)
-            return itertools.chain.from_iterable(results)
+            return map_chunked(self, fn, iterables, timeout, chunksize, buffersize, _executors._run_chunk)
         if self._stdlib_self:
             # The stdlib's map, through this instance's submit (code that wraps submit on the
             # instance, as tqdm's process_map does, sees every chunk).
