@@ -37,6 +37,16 @@ bool append_sys_path(const char *dir) {
 }
 
 // unirun.compat.install("managed", process_pool): executors substituted before user code.
+// module.function(), for the shims' start-up hooks; false with the error set if it raised.
+bool call_shim(const char *module_name, const char *function) {
+    PyObject *module = PyImport_ImportModule(module_name);
+    if (!module) return false;
+    PyObject *result = PyObject_CallMethod(module, function, nullptr);
+    Py_DECREF(module);
+    Py_XDECREF(result);
+    return result != nullptr;
+}
+
 bool install_compat(const char *process_pool) {
     PyObject *compat = PyImport_ImportModule("unirun.compat");
     if (!compat) return false;
@@ -49,26 +59,14 @@ bool install_compat(const char *process_pool) {
 // On a free-threaded runtime, unirun._ledger.install(): note the import that enables the GIL.
 bool watch_gil_imports() {
 #ifdef Py_GIL_DISABLED
-    PyObject *module = PyImport_ImportModule("unirun._ledger");
-    if (!module) return false;
-    PyObject *result = PyObject_CallMethod(module, "install", nullptr);
-    Py_DECREF(module);
-    Py_XDECREF(result);
-    return result != nullptr;
+    return call_shim("unirun._ledger", "install");
 #else
     return true;
 #endif
 }
 
 // unirun._metrics.start_from_environment(): --metrics and --timeline.
-bool start_observability() {
-    PyObject *module = PyImport_ImportModule("unirun._metrics");
-    if (!module) return false;
-    PyObject *result = PyObject_CallMethod(module, "start_from_environment", nullptr);
-    Py_DECREF(module);
-    Py_XDECREF(result);
-    return result != nullptr;
-}
+bool start_observability() { return call_shim("unirun._metrics", "start_from_environment"); }
 
 }  // namespace
 

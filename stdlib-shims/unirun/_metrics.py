@@ -410,13 +410,19 @@ def owns_files() -> bool:
     return os.getpid() == _owner
 
 
-def _write_at_exit(path: str) -> None:
+def write_at_exit(write, path: str, what: str) -> None:
+    """An exit hook's write of one of this process's files: not in a fork of it, and a failure
+    is said on stderr rather than raised (the program's exit status stays its own)."""
     if not owns_files():
         return
     try:
-        write_metrics(path)
+        write(path)
     except OSError as exc:
-        print("unirun-python: cannot write the metrics file %s: %s" % (path, exc), file=sys.stderr)
+        print("unirun-python: cannot write the %s %s: %s" % (what, path, exc), file=sys.stderr)
+
+
+def _write_at_exit(path: str) -> None:
+    write_at_exit(write_metrics, path, "metrics file")
 
 
 def _write_ledger_at_exit(path: str) -> None:

@@ -23,14 +23,9 @@ def start(path: str) -> None:
 
 
 def _write_at_exit(path: str) -> None:
-    from ._metrics import owns_files
+    from ._metrics import write_at_exit
 
-    if not owns_files():
-        return
-    try:
-        write(path)
-    except OSError as exc:
-        print("unirun-python: cannot write the timeline %s: %s" % (path, exc), file=sys.stderr)
+    write_at_exit(write, path, "timeline")
 
 
 def events() -> tuple[list, int]:
