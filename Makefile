@@ -6,7 +6,12 @@ MANIFEST := $(UNIRUN_CACHE)/runtimes.txt
 BUILD := build
 PYTEST_PYTHON = $(UNIRUN_CACHE)/runtimes/cp313/bin/python3.13
 
-.PHONY: all bootstrap build test test-cpp test-python stress demo bench parity realworld matrix clean sanitize sanitize-build
+# make install PREFIX=DIR (default /usr/local; DESTDIR=STAGE for packagers): the launcher in
+# PREFIX/bin, what it loads in PREFIX/lib/unirun (docs/launcher.md). The runtimes stay where
+# scripts/bootstrap put them (UNIRUN_CACHE).
+PREFIX ?= /usr/local
+
+.PHONY: all bootstrap build install test test-cpp test-python stress demo bench parity realworld matrix clean sanitize sanitize-build
 
 all: build
 
@@ -26,6 +31,12 @@ build: bootstrap
 	@# which also keeps each subinterpreter worker small (compiler memory stays in its arenas).
 	@for python in $$(awk '!/^#/ {print $$2}' $(MANIFEST)); do \
 		$$python -m compileall -q stdlib-shims bench >/dev/null || exit 1; done
+
+install: build
+	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path (got '$(PREFIX)')" >&2; exit 2;; esac
+	@meson configure $(BUILD) -Dprefix=$(PREFIX) >/dev/null
+	@meson install -C $(BUILD) --quiet >$(BUILD)/install.log 2>&1 || { cat $(BUILD)/install.log; exit 1; }
+	@echo "installed $(DESTDIR)$(PREFIX)/bin/unirun-python"
 
 test-cpp: build
 	meson test -C $(BUILD) --print-errorlogs

@@ -1,4 +1,5 @@
-"""make parity: CPython's own test_concurrent_futures and test_asyncio under unirun-python.
+"""make parity: CPython's own suites under unirun-python: test_concurrent_futures and
+test_asyncio (the executors), test_venv, test_sysconfig and test_site (the launcher as python).
 
 For each runtime (by default the newest GIL and the newest free-threaded one the launcher has;
 --runtimes names others by tag) and each suite, runs the runtime's own `-m test SUITE` under
@@ -26,7 +27,9 @@ from conformance import (clean_env, junit_outcomes, newest, runtimes as list_run
 
 LAUNCHER = ROOT / "build" / "unirun-python"
 OUT = ROOT / "build" / "parity"
-SUITES = ("test_concurrent_futures", "test_asyncio")
+SUITES = ("test_concurrent_futures", "test_asyncio", "test_venv", "test_sysconfig", "test_site")
+# regrtest resources a suite needs to run all of its tests (test_venv's pip install is "cpu").
+RESOURCES = {"test_venv": ["-ucpu"]}
 MODES = ("gil", "nogil")
 
 
@@ -93,7 +96,7 @@ def run_suite(runtime, suite, waivers, jobs):
     ignore.write_text("".join(w["test"] + "\n" for w in mine))
     junit = OUT / f"{tag}-{suite}.xml"
     junit.unlink(missing_ok=True)
-    args = [suite, f"-j{jobs}", "--timeout=600"]
+    args = [suite, f"-j{jobs}", "--timeout=600", *RESOURCES.get(suite, [])]
     if mine:
         args += ["--ignorefile", str(ignore)]
     proc = regrtest(tag, args, junit)

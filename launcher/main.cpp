@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <climits>
@@ -118,40 +119,84 @@ std::string this_user() {
     return "this user (uid " + std::to_string(::getuid()) + ")";
 }
 
-// The active virtual environment (VIRTUAL_ENV) and the registered runtime it was made from.
+// A virtual environment: its pyvenv.cfg read as getpath reads it (a `home` key makes it one).
 struct VirtualEnv {
     std::string root;
-    std::string python;       // its interpreter: getpath finds pyvenv.cfg from here
-    std::string home;         // pyvenv.cfg's home
-    std::optional<std::string> runtime_tag;
+    std::string home;        // pyvenv.cfg's home: the directory of the python it was made from
+    std::string executable;  // pyvenv.cfg's executable: what made it (a launcher, when we did)
+    std::optional<std::string> runtime_tag;  // the registered runtime whose python is in home
 };
 
-std::optional<VirtualEnv> active_virtual_env(const std::vector<Runtime> &runtimes) {
-    auto root = getenv_string("VIRTUAL_ENV");
-    if (!root || root->empty()) return std::nullopt;
-    std::ifstream config(fs::path(*root) / "pyvenv.cfg");
+std::optional<VirtualEnv> read_venv(const fs::path &root) {
+    std::ifstream config(root / "pyvenv.cfg");
     if (!config) return std::nullopt;
-    VirtualEnv venv{*root, "", "", std::nullopt};
+    VirtualEnv venv{root.string(), "", "", std::nullopt};
+    bool has_home = false;
     std::string line;
+    auto trim = [](const std::string &text) {
+        auto first = text.find_first_not_of(" \t\r");
+        if (first == std::string::npos) return std::string();
+        return text.substr(first, text.find_last_not_of(" \t\r") - first + 1);
+    };
     while (std::getline(config, line)) {
         auto eq = line.find('=');
         if (eq == std::string::npos) continue;
-        auto key = line.substr(0, line.find_last_not_of(" \t", eq - 1) + 1);
-        auto value = line.substr(line.find_first_not_of(" \t", eq + 1));
-        if (key == "home") venv.home = value;
-    }
-    for (const char *name : {"bin/python3", "bin/python"}) {
-        if (fs::exists(fs::path(*root) / name)) {
-            venv.python = (fs::path(*root) / name).string();
-            break;
+        std::string key = trim(line.substr(0, eq));
+        std::transform(key.begin(), key.end(), key.begin(), [](unsigned char c) { return std::tolower(c); });
+        std::string value = trim(line.substr(eq + 1));
+        if (key == "home" && !has_home) {  // getpath takes the first
+            venv.home = value;
+            has_home = true;
+        } else if (key == "executable" && venv.executable.empty()) {
+            venv.executable = value;
         }
     }
+    if (!has_home) return std::nullopt;
+    return venv;
+}
+
+void match_runtime(VirtualEnv &venv, const std::vector<Runtime> &runtimes) {
     std::string home = canonical_or_empty(venv.home);
-    for (const auto &runtime : runtimes) {
+    for (const auto &runtime : runtimes)
         if (!home.empty() && canonical_or_empty(fs::path(runtime.python).parent_path()) == home)
             venv.runtime_tag = runtime.tag;
+}
+
+// The venv a program belongs to by python's rule (Modules/getpath.py): pyvenv.cfg one level above
+// the program's directory, else in that directory. The program's path is taken as invoked, so a
+// symlink in v/bin/ belongs to v.
+std::optional<VirtualEnv> venv_of_program(const std::string &program) {
+    fs::path dir = fs::path(program).parent_path();
+    if (dir.empty()) return std::nullopt;
+    if (auto venv = read_venv(dir.parent_path())) return venv;
+    std::error_code error;
+    if (fs::exists(dir.parent_path() / "pyvenv.cfg", error)) return std::nullopt;  // no home: none
+    return read_venv(dir);
+}
+
+// The active virtual environment named by VIRTUAL_ENV (python itself ignores it; the launcher
+// honours it when it runs from outside the venv).
+std::optional<VirtualEnv> activated_venv() {
+    auto root = getenv_string("VIRTUAL_ENV");
+    if (!root || root->empty()) return std::nullopt;
+    return read_venv(*root);
+}
+
+// python's -E and -I (also inside grouped flags like -IS): the environment is ignored, so
+// PYTHONHOME and VIRTUAL_ENV are too. Scans python's options up to the script, -c or -m.
+bool python_ignores_environment(const std::vector<std::string> &args) {
+    for (const auto &arg : args) {
+        if (arg.size() < 2 || arg[0] != '-' || arg == "--") return false;
+        if (arg[1] == '-') continue;  // --long options take no part here
+        for (size_t i = 1; i < arg.size(); ++i) {
+            char flag = arg[i];
+            if (flag == 'E' || flag == 'I') return true;
+            if (flag == 'c' || flag == 'm') return false;   // the rest is the program
+            if (flag == 'W' || flag == 'X') break;          // the rest (or next) is a value
+        }
+        if (arg == "-W" || arg == "-X") continue;  // value in the next argument: skipped below
     }
-    return venv;
+    return false;
 }
 
 struct FileText {
@@ -169,23 +214,49 @@ FileText read_file(const std::string &path) {
 }
 
 // Where the runtime manifest is: UNIRUN_MANIFEST; else runtimes.json beside the launcher
-// (symlinks resolved); else, for a copied launcher, the one in the build directory it was
-// built in, while that still exists.
+// (symlinks resolved), or where an installed launcher keeps it (install_manifest_path(),
+// relative to the launcher's directory); else, for a launcher copied into a virtual environment,
+// beside the launcher that made the environment (pyvenv.cfg's executable); else the build
+// directory this launcher was built in, while that still exists.
 struct ManifestLocation {
     std::string path;
-    std::string origin;  // for messages: how this path was chosen
+    std::string origin;         // for messages: how this path was chosen
+    std::string base_launcher;  // the launcher this manifest belongs to: venvs link to it
 };
 
-std::variant<ManifestLocation, int> locate_manifest(const std::string &launcher) {
-    if (auto named = getenv_string("UNIRUN_MANIFEST"); named && !named->empty())
-        return ManifestLocation{*named, "named by UNIRUN_MANIFEST"};
-    std::string beside = (fs::path(launcher).parent_path() / "runtimes.json").string();
+std::optional<std::string> manifest_of_launcher(const fs::path &launcher) {
     std::error_code error;
-    if (fs::exists(beside, error) || (error && error != std::errc::no_such_file_or_directory))
-        return ManifestLocation{beside, "beside the launcher"};
+    std::vector<fs::path> candidates{launcher.parent_path() / "runtimes.json"};
+    if (auto installed = install_manifest_path(); !installed.empty())
+        candidates.push_back((launcher.parent_path() / installed).lexically_normal());
+    for (const auto &candidate : candidates) {
+        if (fs::exists(candidate, error) || (error && error != std::errc::no_such_file_or_directory))
+            return candidate.string();
+    }
+    return std::nullopt;
+}
+
+std::variant<ManifestLocation, int> locate_manifest(const std::string &launcher, const std::string &invoked) {
+    if (auto named = getenv_string("UNIRUN_MANIFEST"); named && !named->empty())
+        return ManifestLocation{*named, "named by UNIRUN_MANIFEST", launcher};
+    if (auto found = manifest_of_launcher(launcher))
+        return ManifestLocation{*found, "beside the launcher", launcher};
+    // A copy in a venv: follow pyvenv.cfg's executable (a few hops: venvs made from venvs).
+    std::string program = invoked;
+    for (int hop = 0; hop < 4; ++hop) {
+        auto venv = venv_of_program(program);
+        if (!venv || venv->executable.empty()) break;
+        std::string maker = canonical_or_empty(venv->executable);
+        if (maker.empty() || maker == canonical_or_empty(program)) break;
+        if (auto found = manifest_of_launcher(maker))
+            return ManifestLocation{*found, "beside " + maker + ", which made the virtual environment " +
+                                                venv->root, maker};
+        program = maker;
+    }
     std::string built = build_manifest_path();
-    if (!built.empty() && fs::exists(built, error) && built != beside)
-        return ManifestLocation{built, "of the build directory this launcher was built in"};
+    std::error_code error;
+    if (!built.empty() && fs::exists(built, error))
+        return ManifestLocation{built, "of the build directory this launcher was built in", launcher};
     return ENOENT;
 }
 
@@ -337,7 +408,7 @@ int main(int argc, char **argv) {
     // symlink), so children and a ._pth beside that path see what this process saw.
     std::string launcher = invoked_path(argv[0], real_launcher);
 
-    auto location_or_error = locate_manifest(real_launcher);
+    auto location_or_error = locate_manifest(real_launcher, launcher);
     if (std::holds_alternative<int>(location_or_error)) {
         std::string beside = (fs::path(real_launcher).parent_path() / "runtimes.json").string();
         std::string built = build_manifest_path();
@@ -347,9 +418,10 @@ int main(int argc, char **argv) {
                              : ", nor does " + built + " in the build directory this launcher "
                                                        "was built in"),
                     "unirun-python finds its runtimes through the runtimes.json beside it "
-                    "(symlinks to the launcher are followed); run it from its build directory or "
-                    "through a symlink, or set UNIRUN_MANIFEST to a build's runtimes.json; make "
-                    "build (after scripts/bootstrap) writes one");
+                    "(symlinks to the launcher are followed) or where make install put it; run "
+                    "it from its build directory, an install, or through a symlink, or set "
+                    "UNIRUN_MANIFEST to a build's runtimes.json; make build (after "
+                    "scripts/bootstrap) writes one");
     }
     const auto location = std::get<ManifestLocation>(location_or_error);
     const std::string &manifest_path = location.path;
@@ -378,11 +450,25 @@ int main(int argc, char **argv) {
     if (auto *error = std::get_if<UsageError>(&request_or_error)) return fail(error->message);
     const Request &request = std::get<Request>(request_or_error);
 
-    // Under a ._pth file python ignores the environment; so does the launcher's venv handling.
+    // Files beside the program, as python reads them beside itself (Modules/getpath.py): a
+    // ._pth file (beside the program, or the runtime's python) makes the run isolated; PYTHONHOME
+    // (unless -E/-I) turns venv detection off; else a pyvenv.cfg one level up (or beside) makes
+    // this a venv's launcher. getpath itself applies all three to sys.path and the prefixes,
+    // because the runtime starts it from this very path (handoff.python_executable).
     const bool pth = has_pth_file(launcher, real_launcher);
-    auto venv = pth ? std::nullopt : active_virtual_env(manifest.runtimes);
+    const bool ignore_env = pth || python_ignores_environment(split.python);
+    const bool python_home = !ignore_env && getenv_string("PYTHONHOME").value_or("") != "";
+    std::optional<VirtualEnv> own_venv = python_home ? std::nullopt : venv_of_program(launcher);
+    if (own_venv) match_runtime(*own_venv, manifest.runtimes);
+    // VIRTUAL_ENV: only for a launcher outside any venv (python ignores it altogether).
+    std::optional<VirtualEnv> activated =
+        (own_venv || ignore_env || python_home) ? std::nullopt : activated_venv();
+    if (activated) match_runtime(*activated, manifest.runtimes);
     auto selection_or_error =
-        select_runtime(manifest.runtimes, request, venv ? venv->runtime_tag : std::nullopt);
+        own_venv ? select_venv_runtime(manifest.runtimes, request, own_venv->runtime_tag,
+                                       own_venv->root, own_venv->home)
+                 : select_runtime(manifest.runtimes, request,
+                                  activated ? activated->runtime_tag : std::nullopt);
 
     if (options.list_runtimes) {
         if (options.json) {
@@ -398,19 +484,33 @@ int main(int argc, char **argv) {
     const Selection &selection = std::get<Selection>(selection_or_error);
     const Runtime &runtime = *selection.runtime;
 
-    std::string python_executable = runtime.python;
-    if (pth) {
-        // getpath starts from the launcher, finds the ._pth there and applies it exactly as it
-        // does beside python: sys.path from the file, isolated, no site unless it says so.
-        python_executable = launcher;
-    } else if (venv) {
-        if (venv->runtime_tag == runtime.tag && !venv->python.empty())
-            python_executable = venv->python;
-        else
-            std::cerr << "unirun-python: note: the active virtual environment " << venv->root
+    // getpath starts from the launcher's own path (so a venv, ._pth or PYTHONHOME around it
+    // count as around python) and knows the runtime's python as the base executable (so the
+    // prefix, the standard library and what venv links to are that python's).
+    std::string python_executable = launcher;
+    std::string executable = launcher;  // sys.executable
+    // getpath looks for a ._pth beside the program and beside its real file (here the runtime's
+    // python): one beside the launcher's real file alone is found by starting from there.
+    if (pth && !has_pth_file(launcher, "")) python_executable = real_launcher;
+    if (activated) {
+        fs::path bin = fs::path(activated->root) / "bin";
+        std::error_code error;
+        if (activated->runtime_tag != runtime.tag) {
+            std::cerr << "unirun-python: note: the active virtual environment " << activated->root
                       << " was not made from runtime " << runtime.tag
-                      << ", so its packages are not importable; make it with that runtime's "
-                         "python, or register its interpreter (docs/runtimes.md)\n";
+                      << ", so its packages are not importable; make it with "
+                         "unirun-python --runtime=" << runtime.tag << " -m venv, or register its "
+                         "interpreter (docs/runtimes.md)\n";
+        } else if (fs::exists(bin / "unirun-python", error)) {
+            // The venv's own launcher: console scripts pip installs now point there.
+            python_executable = executable = (bin / "unirun-python").string();
+        } else {
+            for (const char *name : {"python3", "python"})
+                if (fs::exists(bin / name, error)) {
+                    python_executable = (bin / name).string();
+                    break;
+                }
+        }
     }
 
     // Children started through sys.executable (subprocess, multiprocessing) come back here;
@@ -455,6 +555,8 @@ int main(int argc, char **argv) {
                             ") the path of a file in a writable directory");
         setenv(variable, path.c_str(), 1);
     }
+    // --venv-python: read by unirun._venv when this program (or a child) makes a venv.
+    if (!request.venv_python.empty()) setenv("UNIRUN_VENV_PYTHON", request.venv_python.c_str(), 1);
     if (!request.metrics_interval.empty())
         setenv("UNIRUN_METRICS_INTERVAL", request.metrics_interval.c_str(), 1);
 
@@ -505,8 +607,12 @@ int main(int argc, char **argv) {
     handoff.version = UNIRUN_HANDOFF_VERSION;
     handoff.argc = static_cast<int>(python_argv.size() - 1);
     handoff.argv = python_argv.data();
-    handoff.launcher = launcher.c_str();
+    handoff.launcher = executable.c_str();
     handoff.python_executable = python_executable.c_str();
+    handoff.base_executable = runtime.python.c_str();
+    handoff.base_launcher = location.base_launcher.c_str();
+    // A ._pth beside the runtime's python applies too (getpath looks beside the real executable).
+    handoff.shims_by_finder = pth || has_pth_file(canonical_or_empty(runtime.python), "") ? 1 : 0;
     handoff.runtime_tag = runtime.tag.c_str();
     handoff.shims_dir = manifest.shims_dir.c_str();
     handoff.decision = selection.reason.c_str();

@@ -36,12 +36,13 @@ bool process_pool_mode(const std::string &text) {
 bool takes_separate_value(std::string_view arg) {
     return arg == "--thread-mode" || arg == "--runtime" || arg == "--trace" || arg == "--compat" ||
            arg == "--process-pool" || arg == "--metrics" || arg == "--metrics-interval" ||
-           arg == "--timeline" || arg == "--canary" || arg == "--canary-runs" || arg == "--canary-report";
+           arg == "--timeline" || arg == "--canary" || arg == "--canary-runs" || arg == "--canary-report" ||
+           arg == "--venv-python";
 }
 
 struct OptionTexts {
     std::string thread_mode, runtime, trace, compat, process_pool, metrics, metrics_interval, timeline, canary,
-        canary_runs, canary_report;
+        canary_runs, canary_report, venv_python;
 };
 
 void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
@@ -76,6 +77,10 @@ void build_app(CLI::App &app, Options &options, OptionTexts &texts) {
                    "what differs (docs/canary.md)");
     app.add_option("--canary-runs", texts.canary_runs, "with --canary: run the candidate N times (default 1)");
     app.add_option("--canary-report", texts.canary_report, "with --canary: write the full report to PATH as JSON");
+    app.add_option("--venv-python", texts.venv_python,
+                   "runtime|launcher: in a venv made with -m venv, bin/python is the runtime's python "
+                   "(default) or this launcher; bin/unirun-python is the launcher either way "
+                   "(env UNIRUN_VENV_PYTHON)");
     app.add_flag("--list-runtimes", options.list_runtimes, "list the registered runtimes and exit");
     app.add_flag("--json", options.json, "with --list-runtimes: print JSON instead of a table");
     app.add_flag("--unirun-version", options.version, "print unirun's version and exit");
@@ -156,6 +161,13 @@ std::variant<Options, UsageError> parse_options(const std::vector<std::string> &
                               " is not a process pool mode; use processes, interpreters, stdlib, dask or "
                               "dask:ADDRESS"};
         options.process_pool = texts.process_pool;
+    }
+    if (app.count("--venv-python")) {
+        if (texts.venv_python != "runtime" && texts.venv_python != "launcher")
+            return UsageError{"--venv-python=" + texts.venv_python +
+                              " is not a choice; use runtime (bin/python is the runtime's python) or "
+                              "launcher (bin/python is unirun-python)"};
+        options.venv_python = texts.venv_python;
     }
     for (auto [flag, text, slot] : {std::tuple{"--metrics", &texts.metrics, &options.metrics},
                                      std::tuple{"--metrics-interval", &texts.metrics_interval,
@@ -255,6 +267,14 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
                               " is not a process pool mode; set it to processes, interpreters, stdlib, dask "
                               "or dask:ADDRESS, or unset it"};
         request.process_pool = *text;
+    }
+    if (options.venv_python) {
+        request.venv_python = *options.venv_python;
+    } else if (auto text = env("UNIRUN_VENV_PYTHON"); text && !text->empty()) {
+        if (*text != "runtime" && *text != "launcher")
+            return UsageError{"UNIRUN_VENV_PYTHON=" + *text +
+                              " is not a choice; set it to runtime or launcher, or unset it"};
+        request.venv_python = *text;
     }
     // The observability settings: each from its flag, else its environment twin.
     auto pick = [&](const std::optional<std::string> &flag, const char *name) -> std::pair<std::string, std::string> {

@@ -40,6 +40,7 @@ struct Options {
     std::optional<std::string> canary;            // CONTROL:CANDIDATE (unirun._canary)
     std::optional<std::string> canary_runs;       // N: candidate runs
     std::optional<std::string> canary_report;     // PATH: the JSON report
+    std::optional<std::string> venv_python;       // runtime | launcher (env UNIRUN_VENV_PYTHON)
     bool list_runtimes = false;
     bool json = false;
     bool version = false;
@@ -72,6 +73,7 @@ struct Request {
     std::string metrics;           // a path (.prom: Prometheus text, else JSON), "off", or empty
     std::string metrics_interval;  // seconds, a positive number; empty: only at exit
     std::string timeline;          // a path, or empty
+    std::string venv_python;       // runtime | launcher: what -m venv makes bin/python; empty: runtime
 };
 
 std::variant<Request, UsageError> make_request(const Options &options, const EnvLookup &env);

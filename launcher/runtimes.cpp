@@ -76,12 +76,24 @@ std::string build_manifest_path() {
 #endif
 }
 
+std::string install_manifest_path() {
+#ifdef UNIRUN_INSTALL_MANIFEST
+    return UNIRUN_INSTALL_MANIFEST;
+#else
+    return "";
+#endif
+}
+
 std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
                                                       const std::string &base_dir) {
     try {
         auto json = nlohmann::json::parse(text);
         Manifest manifest;
         manifest.shims_dir = json.at("shims").get<std::string>();
+        // An installed manifest names the shims and libraries beside it (relative), so the
+        // installed tree works wherever DESTDIR staging or a move puts it.
+        if (!manifest.shims_dir.empty() && manifest.shims_dir.front() != '/')
+            manifest.shims_dir = base_dir + "/" + manifest.shims_dir;
         for (const auto &entry : json.at("runtimes")) {
             Runtime runtime;
             runtime.tag = entry.at("tag").get<std::string>();
@@ -158,6 +170,32 @@ std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime
     return Selection{runtime, origin + " picked " + describe(*runtime) +
                                   ", the newest runtime; no GIL runtime is registered",
                      "newest-free-threaded"};
+}
+
+std::variant<Selection, SelectionError> select_venv_runtime(const std::vector<Runtime> &runtimes,
+                                                            const Request &request,
+                                                            const std::optional<std::string> &venv_runtime,
+                                                            const std::string &venv_root,
+                                                            const std::string &venv_home) {
+    const Runtime *venv = venv_runtime ? find_tag(runtimes, *venv_runtime) : nullptr;
+    if (!venv)
+        return SelectionError{
+            "the virtual environment " + venv_root + " was made from the python in " + venv_home +
+                ", which is no registered runtime (registered: " + registered(runtimes) + ")",
+            "make the environment with unirun-python -m venv DIR, or register that interpreter "
+            "(docs/runtimes.md) and run make build"};
+    std::string where = "the virtual environment " + venv_root + " runs " + describe(*venv);
+    std::string remake = std::string("make an environment for it: unirun-python ") +
+                         "--thread-mode=MODE -m venv DIR, or run a unirun-python outside " + venv_root;
+    if (request.runtime && request.runtime_source == Source::CommandLine && *request.runtime != venv->tag)
+        return SelectionError{"--runtime=" + *request.runtime + " contradicts the launcher's own "
+                              "place: " + where, remake};
+    if (request.thread_mode != ThreadMode::Auto && request.thread_mode_source == Source::CommandLine &&
+        venv->free_threaded != (request.thread_mode == ThreadMode::NoGil))
+        return SelectionError{mode_origin(request) + " contradicts the launcher's own place: " + where,
+                              remake};
+    return Selection{venv, "the launcher was started from the virtual environment " + venv_root +
+                               ", made from " + describe(*venv), "venv"};
 }
 
 std::string selection_json(const Selection &selection, const Request &request) {

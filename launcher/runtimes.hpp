@@ -32,7 +32,11 @@ struct ManifestError {
 // not say: a copy of the launcher with no runtimes.json beside it falls back to this one.
 std::string build_manifest_path();
 
-// Parses the manifest text; relative library paths are resolved against base_dir.
+// Where an installed launcher's manifest is, relative to the launcher's directory
+// (e.g. "../lib/unirun/runtimes.json"; make install puts it there), or "".
+std::string install_manifest_path();
+
+// Parses the manifest text; relative library and shims paths are resolved against base_dir.
 std::variant<Manifest, ManifestError> parse_manifest(const std::string &text,
                                                       const std::string &base_dir);
 
@@ -52,6 +56,17 @@ struct SelectionError {
 std::variant<Selection, SelectionError> select_runtime(const std::vector<Runtime> &runtimes,
                                                        const Request &request,
                                                        const std::optional<std::string> &venv_runtime);
+
+// The launcher started from inside a virtual environment (its bin/unirun-python): that venv's
+// runtime, as a venv's python always runs the python it was made from. A command-line
+// --runtime or --thread-mode that contradicts it is an error; the same from the environment
+// (children inherit UNIRUN_RUNTIME) gives way to the venv. venv_runtime is empty when the
+// venv's home is no registered runtime's directory.
+std::variant<Selection, SelectionError> select_venv_runtime(const std::vector<Runtime> &runtimes,
+                                                            const Request &request,
+                                                            const std::optional<std::string> &venv_runtime,
+                                                            const std::string &venv_root,
+                                                            const std::string &venv_home);
 
 // One JSON object for the trace file: the runtime decision.
 std::string selection_json(const Selection &selection, const Request &request);

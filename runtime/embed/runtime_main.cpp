@@ -76,7 +76,9 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
                         "builds\n  hint: rebuild with make build\n");
         return 2;
     }
-    unirun::module::set_runtime_facts({handoff->runtime_tag, handoff->decision, handoff->launcher});
+    unirun::module::set_runtime_facts({handoff->runtime_tag, handoff->decision, handoff->launcher,
+                                       handoff->base_launcher, handoff->shims_dir,
+                                       handoff->shims_by_finder != 0});
     if (PyImport_AppendInittab("_unirun", unirun::module::init) != 0) {
         fprintf(stderr, "unirun-python: error: cannot register the _unirun module\n");
         return 1;
@@ -91,19 +93,31 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
     PyConfig_InitPythonConfig(&config);
     status = PyConfig_SetBytesArgv(&config, handoff->argc, handoff->argv);
     if (!PyStatus_Exception(status))
-        // getpath starts from the runtime's (or the virtual environment's) interpreter, so the
-        // prefix, the standard library and pyvenv.cfg are found exactly as that python finds them.
+        // getpath starts from the launcher's path (or the active venv's), so a pyvenv.cfg, ._pth
+        // or PYTHONHOME count as for python there; the runtime's python as base executable roots
+        // the prefix and the standard library in the runtime, and is what venv links to.
         status = PyConfig_SetBytesString(&config, &config.executable, handoff->python_executable);
+    if (!PyStatus_Exception(status))
+        status = PyConfig_SetBytesString(&config, &config.base_executable, handoff->base_executable);
     if (!PyStatus_Exception(status)) status = Py_InitializeFromConfig(&config);
     PyConfig_Clear(&config);
     if (PyStatus_Exception(status)) exit_with(status);
 
     // Children started through sys.executable come back through the launcher.
-    if (!set_sys_string("executable", handoff->launcher) || !append_sys_path(handoff->shims_dir)) {
+    // Under a ._pth sys.path is exactly the file's: `unirun` is found by a finder after all others.
+    bool shims_ready = handoff->shims_by_finder ? unirun::module::install_shims_finder(handoff->shims_dir)
+                                                : append_sys_path(handoff->shims_dir);
+    if (!set_sys_string("executable", handoff->launcher) || !shims_ready) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: error: cannot prepare sys for the program\n");
         Py_Finalize();
         return 1;
+    }
+    // unirun._venv.install(): venvs made by this program carry the launcher (docs/launcher.md).
+    if (!call_shim("unirun._venv", "install")) {
+        PyErr_Print();
+        fprintf(stderr, "unirun-python: warning: venvs made by this program will have no "
+                        "bin/unirun-python\n");
     }
     if (!watch_gil_imports()) {  // only the ledger loses by it: say so, and run the program
         PyErr_Print();

@@ -14,8 +14,10 @@ namespace {
 RuntimeFacts g_facts;  // written before Py_Initialize, read-only afterwards
 
 PyObject *runtime_info(PyObject *, PyObject *) {
-    return Py_BuildValue("{s:s, s:s, s:s}", "tag", g_facts.tag.c_str(), "decision",
-                         g_facts.decision.c_str(), "launcher", g_facts.launcher.c_str());
+    return Py_BuildValue("{s:s, s:s, s:s, s:s, s:s}", "tag", g_facts.tag.c_str(), "decision",
+                         g_facts.decision.c_str(), "launcher", g_facts.launcher.c_str(),
+                         "base_launcher", g_facts.base_launcher.c_str(), "shims",
+                         g_facts.shims_dir.c_str());
 }
 
 PyMethodDef methods[] = {
@@ -71,6 +73,29 @@ PyModuleDef_Slot slots[] = {
 }  // namespace
 
 void set_runtime_facts(RuntimeFacts facts) { g_facts = std::move(facts); }
+
+bool install_shims_finder(const std::string &shims_dir) {
+    static const char *code =
+        "import sys, importlib.machinery\n"
+        "class UnirunShimsFinder:\n"
+        "    \"Finds unirun's own package, and nothing else, after every other finder.\"\n"
+        "    path = [shims]\n"
+        "    @classmethod\n"
+        "    def find_spec(cls, name, path=None, target=None):\n"
+        "        if name != 'unirun':\n"
+        "            return None\n"
+        "        return importlib.machinery.PathFinder.find_spec(name, cls.path)\n"
+        "sys.meta_path.append(UnirunShimsFinder)\n";
+    python::Ref globals = python::Ref::steal(PyDict_New());
+    python::Ref shims = python::Ref::steal(PyUnicode_DecodeFSDefault(shims_dir.c_str()));
+    if (!globals || !shims || PyDict_SetItemString(globals.get(), "shims", shims.get()) < 0 ||
+        PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) < 0)
+        return false;
+    python::Ref result = python::Ref::steal(PyRun_String(code, Py_file_input, globals.get(), globals.get()));
+    return static_cast<bool>(result);
+}
+
+bool prepare_shims() { return !g_facts.shims_by_finder || install_shims_finder(g_facts.shims_dir); }
 
 PyObject *init() { return PyModuleDef_Init(&python::module_definition); }
 

@@ -1,5 +1,7 @@
 #include "python/pool.hpp"
 
+#include "module/unirun_module.hpp"
+
 #include "python/call.hpp"
 #include "python/future.hpp"
 #include "python/process.hpp"
@@ -649,6 +651,7 @@ bool prepare_subinterpreter(const std::string &init, WorkerContext *context) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_RuntimeError, "no sys.path");
         return false;
     }
+    if (!unirun::module::prepare_shims()) return false;
     Ref native = Ref::steal(PyImport_ImportModule("unirun._native"));
     Ref pickle = Ref::steal(PyImport_ImportModule("pickle"));
     if (!native || !pickle) return false;

@@ -23,6 +23,8 @@ from __future__ import annotations
 import _thread
 import sys
 
+from .. import _onimport
+
 __all__ = ["install", "uninstall", "status", "MODES", "PROCESS_POOL_MODES"]
 
 MODES = ("managed", "off")
@@ -171,44 +173,12 @@ def _swap(module, name, value):
 _MISSING = object()
 
 
-class _PatchingLoader:
-    """The real loader, then the adjustment."""
-
-    def __init__(self, loader, patch):
-        self._loader = loader
-        self._patch = patch
-
-    def create_module(self, spec):
-        return self._loader.create_module(spec)
-
-    def exec_module(self, module):
-        self._loader.exec_module(module)
-        with _lock:
-            if _state["mode"] == "managed":
-                self._patch(module)
-                _state["patched"][module.__name__] = "on-import"
-
-    def __getattr__(self, name):  # get_resource_reader, is_package, get_code, ...
-        return getattr(self._loader, name)
-
-
-class _Finder:
-    def find_spec(self, fullname, path, target=None):
-        patch = _PATCHES.get(fullname)
-        if patch is None:
-            return None
-        for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
-                continue
-            spec = finder.find_spec(fullname, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _PatchingLoader(spec.loader, patch)
-                return spec
-        return None
-
-
-_finder = _Finder()
+def _on_import(module):
+    """compat's adjustment, run by unirun._onimport when a patched module is first imported."""
+    with _lock:
+        if _state["mode"] == "managed":
+            _PATCHES[module.__name__](module)
+            _state["patched"][module.__name__] = "on-import"
 
 
 def install(mode: str = "managed", process_pool: str = "processes") -> None:
@@ -229,8 +199,8 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
                                "which only unirun-python has; run the program with unirun-python")
         _state["mode"] = mode
         _state["process_pool"] = process_pool
-        if _finder not in sys.meta_path:
-            sys.meta_path.insert(0, _finder)
+        for name in _PATCHES:
+            _onimport.register(name, _on_import)
         # Modules imported before the hook (by site or sitecustomize, say): adjust them now,
         # children first so the package sees the adjusted classes.
         for name in ("concurrent.futures.thread", "concurrent.futures.process",
@@ -244,8 +214,8 @@ def install(mode: str = "managed", process_pool: str = "processes") -> None:
 def uninstall() -> None:
     """Remove the hook and restore the standard classes (for tests; programs use --compat=off)."""
     with _lock:
-        if _finder in sys.meta_path:
-            sys.meta_path.remove(_finder)
+        for name in _PATCHES:
+            _onimport.unregister(name)
         for (module_name, name), value in _state["originals"].items():
             module = sys.modules.get(module_name)
             if module is None:
@@ -286,7 +256,7 @@ def status() -> dict:
         return {
             "mode": _state["mode"],
             "process_pool": _state["process_pool"],
-            "hook_installed": _finder in sys.meta_path,
+            "hook_installed": _onimport.registered("concurrent.futures"),
             "substituted": substituted,
             "modules_adjusted": dict(_state["patched"]),
         }
