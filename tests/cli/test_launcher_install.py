@@ -139,7 +139,7 @@ def test_manifest_named_by_the_environment_that_is_missing_is_named(launcher, tm
 PTH_PROBE = textwrap.dedent(
     """\
     import os, subprocess, sys
-    print([p for p in sys.path if not p.endswith('stdlib-shims')])
+    print(sys.path)
     f = sys.flags
     print(f.isolated, f.ignore_environment, f.no_site, f.safe_path, f.no_user_site)
     print('site' in sys.modules, sys.prefix, sys.exec_prefix)
@@ -204,6 +204,28 @@ def test_pth_beside_the_real_launcher_applies_through_a_symlink(launcher, thread
                env=clean_env(PYTHONPATH=str(tmp_path)))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["1", str(real)]
+
+
+def test_unirun_works_under_a_pth_without_changing_sys_path(launcher, thread_mode, tmp_path):
+    """sys.path is exactly the file's; unirun's package comes from a finder after every other,
+    in the main interpreter and in interpreter workers, so compat and Run still work."""
+    mode, runtime = thread_mode
+    (tmp_path / "upy").symlink_to(launcher)
+    lines = stdlib_dirs(runtime["python"])
+    (tmp_path / "upy._pth").write_text("\n".join(lines) + "\n")
+    program = textwrap.dedent("""\
+        import sys
+        from concurrent.futures import ThreadPoolExecutor
+        from unirun import Run
+        print(sys.path)
+        with Run("interpreters") as pool:
+            print(pool.submit(pow, 2, 10).result())
+        with ThreadPoolExecutor(2) as pool:
+            print(type(pool).__module__.startswith("unirun"), pool.submit(pow, 3, 3).result())
+        """)
+    proc = run([str(tmp_path / "upy"), f"--thread-mode={mode}", "-c", program], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(lines), "1024", "True 27"]
 
 
 # --- files this user may not read: say so, and never "rebuild" ----------------------------------
