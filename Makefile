@@ -34,7 +34,7 @@ build: bootstrap
 
 install: build
 	@case "$(PREFIX)" in /*) ;; *) echo "make install: PREFIX must be an absolute path (got '$(PREFIX)')" >&2; exit 2;; esac
-	@meson configure $(BUILD) -Dprefix=$(PREFIX) >/dev/null
+	@meson configure $(BUILD) "-Dprefix=$(PREFIX)" >/dev/null
 	@meson install -C $(BUILD) --quiet >$(BUILD)/install.log 2>&1 || { cat $(BUILD)/install.log; exit 1; }
 	@echo "installed $(DESTDIR)$(PREFIX)/bin/unirun-python"
 

@@ -155,11 +155,28 @@ std::optional<VirtualEnv> read_venv(const fs::path &root) {
     return venv;
 }
 
+// The registered runtime whose python is in the venv's home: its directory as registered or
+// as resolved (a registered symlink). Where two share the directory (python3.13 and python3.13t
+// in one bin/), the one whose library directory the venv has: venv makes lib/python3.13t for a
+// free-threaded python, lib/python3.13 for a GIL one.
 void match_runtime(VirtualEnv &venv, const std::vector<Runtime> &runtimes) {
     std::string home = canonical_or_empty(venv.home);
-    for (const auto &runtime : runtimes)
-        if (!home.empty() && canonical_or_empty(fs::path(runtime.python).parent_path()) == home)
-            venv.runtime_tag = runtime.tag;
+    if (home.empty()) return;
+    const Runtime *found = nullptr;
+    for (const auto &runtime : runtimes) {
+        fs::path python(runtime.python);
+        bool here = canonical_or_empty(python.parent_path()) == home ||
+                    fs::path(canonical_or_empty(python)).parent_path().string() == home;
+        if (!here) continue;
+        std::string version = runtime.version.substr(0, runtime.version.find('.', runtime.version.find('.') + 1));
+        std::error_code error;
+        bool named = fs::is_directory(fs::path(venv.root) / "lib" /
+                                          ("python" + version + (runtime.free_threaded ? "t" : "")),
+                                      error);
+        if (!found || named) found = &runtime;
+        if (named) break;
+    }
+    if (found) venv.runtime_tag = found->tag;
 }
 
 // The venv a program belongs to by python's rule (Modules/getpath.py): pyvenv.cfg one level above
@@ -185,16 +202,22 @@ std::optional<VirtualEnv> activated_venv() {
 // python's -E and -I (also inside grouped flags like -IS): the environment is ignored, so
 // PYTHONHOME and VIRTUAL_ENV are too. Scans python's options up to the script, -c or -m.
 bool python_ignores_environment(const std::vector<std::string> &args) {
-    for (const auto &arg : args) {
+    for (size_t i = 0; i < args.size(); ++i) {
+        const std::string &arg = args[i];
         if (arg.size() < 2 || arg[0] != '-' || arg == "--") return false;
-        if (arg[1] == '-') continue;  // --long options take no part here
-        for (size_t i = 1; i < arg.size(); ++i) {
-            char flag = arg[i];
-            if (flag == 'E' || flag == 'I') return true;
-            if (flag == 'c' || flag == 'm') return false;   // the rest is the program
-            if (flag == 'W' || flag == 'X') break;          // the rest (or next) is a value
+        if (arg[1] == '-') {  // python's long options: one takes a value in the next argument
+            if (arg == "--check-hash-based-pycs") ++i;
+            continue;
         }
-        if (arg == "-W" || arg == "-X") continue;  // value in the next argument: skipped below
+        for (size_t j = 1; j < arg.size(); ++j) {
+            char flag = arg[j];
+            if (flag == 'E' || flag == 'I') return true;
+            if (flag == 'c' || flag == 'm') return false;  // the rest is the program
+            if (flag == 'W' || flag == 'X') {               // the rest, or the next, is a value
+                if (j + 1 == arg.size()) ++i;
+                break;
+            }
+        }
     }
     return false;
 }
@@ -441,7 +464,7 @@ int main(int argc, char **argv) {
         return fail(message, "make build (after scripts/bootstrap) writes it");
     }
     auto manifest_or_error =
-        parse_manifest(*manifest_file.text, fs::path(manifest_path).parent_path().string());
+        parse_manifest(*manifest_file.text, fs::absolute(manifest_path).parent_path().string());
     if (auto *error = std::get_if<ManifestError>(&manifest_or_error))
         return fail(error->message + " in " + manifest_path, "rebuild with make build");
     const Manifest &manifest = std::get<Manifest>(manifest_or_error);
@@ -451,14 +474,16 @@ int main(int argc, char **argv) {
     const Request &request = std::get<Request>(request_or_error);
 
     // Files beside the program, as python reads them beside itself (Modules/getpath.py): a
-    // ._pth file (beside the program, or the runtime's python) makes the run isolated; PYTHONHOME
-    // (unless -E/-I) turns venv detection off; else a pyvenv.cfg one level up (or beside) makes
-    // this a venv's launcher. getpath itself applies all three to sys.path and the prefixes,
-    // because the runtime starts it from this very path (handoff.python_executable).
+    // ._pth file (beside the program, or the runtime's python) makes the run isolated; a
+    // pyvenv.cfg one level up (or beside) makes this a venv's launcher; PYTHONHOME (unless
+    // -E/-I) overrides the venv's prefix. getpath itself applies all three to sys.path and the
+    // prefixes, because the runtime starts it from this very path (handoff.python_executable).
     const bool pth = has_pth_file(launcher, real_launcher);
     const bool ignore_env = pth || python_ignores_environment(split.python);
     const bool python_home = !ignore_env && getenv_string("PYTHONHOME").value_or("") != "";
-    std::optional<VirtualEnv> own_venv = python_home ? std::nullopt : venv_of_program(launcher);
+    // The venv the launcher sits in picks the runtime even under PYTHONHOME (python's binary in a
+    // venv is that venv's python whatever PYTHONHOME says); getpath applies PYTHONHOME itself.
+    std::optional<VirtualEnv> own_venv = venv_of_program(launcher);
     if (own_venv) match_runtime(*own_venv, manifest.runtimes);
     // VIRTUAL_ENV: only for a launcher outside any venv (python ignores it altogether).
     std::optional<VirtualEnv> activated =

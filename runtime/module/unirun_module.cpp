@@ -88,7 +88,9 @@ bool install_shims_finder(const std::string &shims_dir) {
         "sys.meta_path.append(UnirunShimsFinder)\n";
     python::Ref globals = python::Ref::steal(PyDict_New());
     python::Ref shims = python::Ref::steal(PyUnicode_DecodeFSDefault(shims_dir.c_str()));
-    if (!globals || !shims || PyDict_SetItemString(globals.get(), "shims", shims.get()) < 0 ||
+    python::Ref name = python::Ref::steal(PyUnicode_FromString("unirun._shims_finder"));
+    if (!globals || !shims || !name || PyDict_SetItemString(globals.get(), "shims", shims.get()) < 0 ||
+        PyDict_SetItemString(globals.get(), "__name__", name.get()) < 0 ||
         PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins()) < 0)
         return false;
     python::Ref result = python::Ref::steal(PyRun_String(code, Py_file_input, globals.get(), globals.get()));

@@ -23,6 +23,8 @@ def install():
     from . import _onimport
 
     _onimport.register("venv", adjust)
+    if "venv" in sys.modules:  # imported before start-up finished (a .pth file, sitecustomize)
+        adjust(sys.modules["venv"])
 
 
 def base_launcher():
@@ -33,6 +35,15 @@ def base_launcher():
 
 
 def adjust(module):
+    try:
+        _adjust(module)
+    except Exception as error:  # a venv module unlike the ones known: leave it as it is
+        import warnings
+
+        warnings.warn(f"unirun: venvs made here get no bin/{LAUNCHER} ({error!r})", RuntimeWarning)
+
+
+def _adjust(module):
     builder = module.EnvBuilder
     if "_unirun_setup_python" in vars(builder):
         return
@@ -49,7 +60,7 @@ def adjust(module):
 
     def _unirun_setup_python(self, context):
         setup_python(self, context)
-        place_launcher(context.bin_path, self.symlinks, context.env_exe)
+        place_launcher(self, context.bin_path, context.env_exe)
 
     def _unirun_call_new_python(self, context, *py_args, **kwargs):
         # A subclass whose setup_python does not call ours made no launcher: use its python.
@@ -64,29 +75,21 @@ def adjust(module):
     builder._unirun_setup_python = _unirun_setup_python
 
 
-def place_launcher(bin_path, symlinks, env_exe):
+def place_launcher(builder, bin_path, env_exe):
     """bin/unirun-python (replacing one an --upgrade finds), and with UNIRUN_VENV_PYTHON=launcher
-    the python names as well."""
-    import shutil
-
-    source = base_launcher()
+    the python names as well. Linked or copied by the builder's own symlink_or_copy, so it
+    falls back to a copy where symlinks fail and copies exactly as venv copies python."""
     target = os.path.join(bin_path, LAUNCHER)
-    _replace(target, source, symlinks, shutil)
-    if os.environ.get("UNIRUN_VENV_PYTHON", "runtime") != "launcher":
-        return
-    names = {"python", "python3", f"python3.{sys.version_info[1]}", os.path.basename(env_exe)}
-    for name in sorted(names):
-        if symlinks:
-            _replace(os.path.join(bin_path, name), LAUNCHER, True, shutil)  # relative, as venv's
-        else:
-            _replace(os.path.join(bin_path, name), source, False, shutil)
-
-
-def _replace(target, source, symlink, shutil):
-    if os.path.lexists(target):
-        os.unlink(target)
-    if symlink:
-        os.symlink(source, target)
-    else:
-        shutil.copy2(source, target)
-        os.chmod(target, 0o755)
+    names = [LAUNCHER]
+    if os.environ.get("UNIRUN_VENV_PYTHON", "runtime") == "launcher":
+        names += sorted({"python", "python3", f"python3.{sys.version_info[1]}", os.path.basename(env_exe)})
+    for name in names:
+        path = os.path.join(bin_path, name)
+        if os.path.lexists(path):
+            os.unlink(path)
+        if name == LAUNCHER:
+            builder.symlink_or_copy(base_launcher(), path)
+        else:  # relative to bin/unirun-python, as venv links python3 to python3.X
+            builder.symlink_or_copy(target, path, relative_symlinks_ok=True)
+        if not os.path.islink(path):
+            os.chmod(path, 0o755)

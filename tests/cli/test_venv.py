@@ -241,16 +241,19 @@ def test_launcher_in_a_venv_of_an_unregistered_python_says_so(launcher, tmp_path
     assert "no registered runtime" in proc.stderr and str(venv) in proc.stderr
 
 
-@pytest.mark.parametrize("flags", [[], ["-E"], ["-S"]])
-def test_pythonhome_in_a_venv_acts_as_for_python(launcher, tmp_path, flags):
-    """PYTHONHOME set in a venv: getpath skips pyvenv.cfg (site may still find it); -E ignores
-    PYTHONHOME. The venv's own python is the oracle."""
-    runtime = needs("gil")
+@pytest.mark.parametrize("mode", ["gil", "nogil"])
+@pytest.mark.parametrize("flags", [[], ["-E"], ["-S"], ["-X", "dev", "-E"], ["-W", "ignore", "-IS"]])
+def test_pythonhome_in_a_venv_acts_as_for_python(launcher, tmp_path, mode, flags):
+    """PYTHONHOME set in a venv: getpath skips pyvenv.cfg (site may still find it); -E and -I
+    ignore PYTHONHOME (also after an option whose value is the next argument). The venv's own
+    python is the oracle; the launcher runs the venv's runtime either way, as that python is."""
+    runtime = needs(mode)
     venv = tmp_path / "v"
-    ok(run([launcher, "--thread-mode=gil", "-m", "venv", "--without-pip", venv]))
+    ok(run([launcher, f"--thread-mode={mode}", "-m", "venv", "--without-pip", venv]))
     home = ok(run([runtime["python"], "-c", "import sys; print(sys.prefix)"])).strip()
     env = clean_env(PYTHONHOME=home)
-    probe = ("import sys; print(sys.prefix, sys.base_prefix, sys.exec_prefix); "
+    probe = ("import sys, sysconfig; print(sys.prefix, sys.base_prefix, sys.exec_prefix, "
+             "sysconfig.get_config_var('Py_GIL_DISABLED')); "
              "print([p for p in sys.path if 'stdlib-shims' not in p and '/lib/unirun/' not in p])")
     python = ok(run([venv / "bin" / "python", *flags, "-c", probe], env=env))
     ours = ok(run([venv / "bin" / "unirun-python", *flags, "-c", probe], env=env))
@@ -267,3 +270,27 @@ def test_venv_made_inside_a_venv_links_to_the_base(launcher, tmp_path):
     shutil.rmtree(first)
     out = ok(run([second / "bin" / "unirun-python", "-c", "import sys, _unirun; print(sys.prefix)"]))
     assert out.strip() == str(second)
+
+
+@pytest.mark.parametrize("mode", ["gil", "nogil"])
+def test_runtimes_sharing_a_directory_are_told_apart_by_the_venv(launcher, tmp_path, mode):
+    """python3.13 and python3.13t in one bin/ (a distribution's layout): a venv's launcher runs
+    the build the venv was made from, not whichever the manifest lists last."""
+    gil, free = needs("gil"), needs("nogil")
+    shared = tmp_path / "both" / "bin"
+    shared.mkdir(parents=True)
+    entries = []
+    for runtime in (gil, free):
+        link = shared / os.path.basename(runtime["python"])
+        link.symlink_to(runtime["python"])
+        entries.append(dict(runtime, python=str(link), library=str(BUILD / runtime["library"])))
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    shutil.copy2(launcher, tools / "unirun-python")
+    import json
+    data = json.loads((BUILD / "runtimes.json").read_text())
+    (tools / "runtimes.json").write_text(json.dumps(dict(data, runtimes=entries)))
+    venv = tmp_path / "v"
+    ok(run([tools / "unirun-python", f"--thread-mode={mode}", "-m", "venv", "--without-pip", venv]))
+    out = ok(run([venv / "bin" / "unirun-python", "-c", "import _unirun; print(_unirun.runtime_info()['tag'])"]))
+    assert out.strip() == (free if mode == "nogil" else gil)["tag"]
