@@ -113,8 +113,8 @@ extern "C" __attribute__((visibility("default"))) int unirun_runtime_main(const 
         Py_Finalize();
         return 1;
     }
-    // unirun._venv.install(): venvs made by this program carry the launcher (docs/launcher.md).
-    if (!call_shim("unirun._venv", "install")) {
+    // unirun._onimport.start(): venvs made by this program carry the launcher (docs/launcher.md).
+    if (!call_shim("unirun._onimport", "start")) {
         PyErr_Print();
         fprintf(stderr, "unirun-python: warning: venvs made by this program will have no "
                         "bin/unirun-python\n");

@@ -25,7 +25,7 @@ class _AdjustingLoader:
 
     def exec_module(self, module):
         self._loader.exec_module(module)
-        self._adjust(module)
+        _resolve(self._adjust)(module)
 
     def __getattr__(self, name):  # get_resource_reader, is_package, get_code, ...
         return getattr(self._loader, name)
@@ -50,8 +50,27 @@ class _Finder:
 _finder = _Finder()
 
 
+def _resolve(adjust):
+    """A callable, or "module:function" imported only when first needed."""
+    if isinstance(adjust, str):
+        import importlib
+
+        module_name, _, function = adjust.partition(":")
+        adjust = getattr(importlib.import_module(module_name), function)
+    return adjust
+
+
+def start():
+    """Called by unirun-python at start-up: the launcher's own adjustments, loaded lazily so a
+    program that never imports them pays nothing (venv: docs/launcher.md)."""
+    register("venv", "unirun._venv:adjust")
+    if "venv" in sys.modules:  # imported before start-up finished (a .pth file, sitecustomize)
+        _resolve("unirun._venv:adjust")(sys.modules["venv"])
+
+
 def register(name, adjust):
-    """Run adjust(module) once `name` is imported from now on (idempotent per name)."""
+    """Run adjust(module) once `name` is imported from now on (idempotent per name); adjust is a
+    callable or "module:function"."""
     with _lock:
         _adjustments[name] = adjust
         if _finder not in sys.meta_path:

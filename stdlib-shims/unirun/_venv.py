@@ -9,22 +9,13 @@ upgraded through it for the same reason.
 
 bin/python stays the runtime's own python unless UNIRUN_VENV_PYTHON=launcher
 (unirun-python --venv-python=launcher): then python, python3 and python3.X are the launcher too.
-See docs/launcher.md.
+See docs/launcher.md. unirun._onimport.start() registers adjust() for when venv is imported.
 """
 
 import os
 import sys
 
 LAUNCHER = "unirun-python"
-
-
-def install():
-    """Called by unirun-python at start-up: adjust venv when (if ever) it is imported."""
-    from . import _onimport
-
-    _onimport.register("venv", adjust)
-    if "venv" in sys.modules:  # imported before start-up finished (a .pth file, sitecustomize)
-        adjust(sys.modules["venv"])
 
 
 def base_launcher():
