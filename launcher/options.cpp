@@ -251,30 +251,27 @@ std::variant<Request, UsageError> make_request(const Options &options, const Env
     }
     auto gil = env("PYTHON_GIL");
     request.python_gil_off = gil && *gil == "0";
-    if (options.compat) {
-        request.compat = *options.compat;
-    } else if (auto text = env("UNIRUN_COMPAT"); text && !text->empty()) {
-        if (*text != "managed" && *text != "off")
-            return UsageError{"UNIRUN_COMPAT=" + *text +
-                              " is not a compat mode; set it to managed or off, or unset it"};
-        request.compat = *text;
-    }
-    if (options.process_pool) {
-        request.process_pool = *options.process_pool;
-    } else if (auto text = env("UNIRUN_PROCESS_POOL"); text && !text->empty()) {
-        if (!process_pool_mode(*text))
-            return UsageError{"UNIRUN_PROCESS_POOL=" + *text +
-                              " is not a process pool mode; set it to processes, interpreters, stdlib, dask "
-                              "or dask:ADDRESS, or unset it"};
-        request.process_pool = *text;
-    }
-    if (options.venv_python) {
-        request.venv_python = *options.venv_python;
-    } else if (auto text = env("UNIRUN_VENV_PYTHON"); text && !text->empty()) {
-        if (*text != "runtime" && *text != "launcher")
-            return UsageError{"UNIRUN_VENV_PYTHON=" + *text +
-                              " is not a choice; set it to runtime or launcher, or unset it"};
-        request.venv_python = *text;
+    // A choice from its flag (checked by parse_options), else its environment twin, checked here.
+    using Valid = bool (*)(const std::string &);
+    for (auto [flag, variable, valid, expected, slot] : {
+             std::tuple{&options.compat, "UNIRUN_COMPAT",
+                        Valid([](const std::string &t) { return t == "managed" || t == "off"; }),
+                        "a compat mode; set it to managed or off", &request.compat},
+             std::tuple{&options.process_pool, "UNIRUN_PROCESS_POOL", Valid(process_pool_mode),
+                        "a process pool mode; set it to processes, interpreters, stdlib, dask or "
+                        "dask:ADDRESS",
+                        &request.process_pool},
+             std::tuple{&options.venv_python, "UNIRUN_VENV_PYTHON",
+                        Valid([](const std::string &t) { return t == "runtime" || t == "launcher"; }),
+                        "a choice; set it to runtime or launcher", &request.venv_python}}) {
+        if (*flag) {
+            *slot = **flag;
+        } else if (auto text = env(variable); text && !text->empty()) {
+            if (!valid(*text))
+                return UsageError{std::string(variable) + "=" + *text + " is not " + expected +
+                                  ", or unset it"};
+            *slot = *text;
+        }
     }
     // The observability settings: each from its flag, else its environment twin.
     auto pick = [&](const std::optional<std::string> &flag, const char *name) -> std::pair<std::string, std::string> {
