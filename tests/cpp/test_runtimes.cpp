@@ -157,3 +157,46 @@ TEST_CASE("listings show every runtime and mark the auto choice") {
     CHECK(json.find("\"free_threaded\": true") != std::string::npos);
     CHECK(json.find("\"path\": \"/rt/cp313/bin/python\"") != std::string::npos);
 }
+
+TEST_CASE("a launcher inside a venv runs the venv's runtime; only the command line may object") {
+    auto venv_pick = [](const Request &r, std::optional<std::string> tag) {
+        return select_venv_runtime(kBoth, r, tag, "/v", "/rt/cp313t/bin");
+    };
+    auto chosen = venv_pick(request(ThreadMode::Auto), "cp313t");
+    REQUIRE(std::holds_alternative<Selection>(chosen));
+    CHECK(std::get<Selection>(chosen).runtime->tag == "cp313t");
+    CHECK(std::get<Selection>(chosen).code == "venv");
+    // inherited from the environment (a parent on the other runtime): the venv wins
+    Request inherited = request(ThreadMode::Gil, Source::Environment);
+    inherited.runtime = "cp313";
+    inherited.runtime_source = Source::Environment;
+    REQUIRE(std::holds_alternative<Selection>(venv_pick(inherited, "cp313t")));
+    CHECK(std::get<Selection>(venv_pick(inherited, "cp313t")).runtime->tag == "cp313t");
+    // on the command line: an error naming the venv and the way out
+    auto refused = venv_pick(request(ThreadMode::Gil), "cp313t");
+    REQUIRE(std::holds_alternative<SelectionError>(refused));
+    CHECK(std::get<SelectionError>(refused).message.find("/v") != std::string::npos);
+    CHECK(std::get<SelectionError>(refused).hint.find("-m venv") != std::string::npos);
+    Request by_tag = request(ThreadMode::Auto);
+    by_tag.runtime = "cp313";
+    by_tag.runtime_source = Source::CommandLine;
+    CHECK(std::holds_alternative<SelectionError>(venv_pick(by_tag, "cp313t")));
+    by_tag.runtime = "cp313t";
+    CHECK(std::holds_alternative<Selection>(venv_pick(by_tag, "cp313t")));
+    // a venv of no registered runtime
+    auto unknown = venv_pick(request(ThreadMode::Auto), std::nullopt);
+    REQUIRE(std::holds_alternative<SelectionError>(unknown));
+    CHECK(std::get<SelectionError>(unknown).message.find("/rt/cp313t/bin") != std::string::npos);
+}
+
+TEST_CASE("an installed manifest names its shims and libraries relative to itself") {
+    auto parsed = parse_manifest(
+        R"({"shims": "shims", "runtimes": [
+            {"tag": "cp313", "version": "3.13.5", "free_threaded": false,
+             "python": "/rt/bin/python3.13", "library": "unirun-runtime-cp313.so"}]})",
+        "/opt/u/lib/unirun");
+    REQUIRE(std::holds_alternative<Manifest>(parsed));
+    CHECK(std::get<Manifest>(parsed).shims_dir == "/opt/u/lib/unirun/shims");
+    CHECK(std::get<Manifest>(parsed).runtimes[0].library == "/opt/u/lib/unirun/unirun-runtime-cp313.so");
+    CHECK(install_manifest_path() == "../lib/unirun/runtimes.json");
+}
