@@ -103,6 +103,18 @@ def _register_exit():
         if _exit_registered:
             return
         _exit_registered = True
+    # threading runs these hooks last-registered first, and ours must run before the ones that
+    # stop thread pools: an in-process Dask scheduler still needs its pools to finish the work.
+    # So theirs are registered first: the stdlib pools' (at import) and unirun's native pools'
+    # (else registered at their first worker, which may come later).
+    import concurrent.futures.thread  # noqa: F401
+
+    try:
+        from . import _native
+    except ImportError:  # plain python: no native pools
+        pass
+    else:
+        _native._register_exit()
     threading._register_atexit(_wait_for_all)
 
 
@@ -111,6 +123,22 @@ def _wait_for_all():
         with executor._lock:
             pending = list(executor._pending)
         concurrent.futures.wait(pending)
+
+
+def cluster_config():
+    """Dask settings for a cluster started here. On a free-threaded CPython, Dask's statistical
+    profiler is off: its thread walks every other thread's frames (sys._current_frames) while
+    they run and free them, which crashes 3.13t (seen here: SEGV in PyFrame_GetCode from the
+    profiler thread, in a test's LocalCluster). Dask turns it off on 3.11 for a like reason. The
+    settings reach worker processes too (a nanny passes its config on)."""
+    import contextlib
+    import sysconfig
+
+    if not sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return contextlib.nullcontext()
+    import dask
+
+    return dask.config.set({"distributed.worker.profile.enabled": False})
 
 
 def _close(client, cluster):
@@ -164,12 +192,14 @@ class DistributedExecutor(concurrent.futures.Executor):
             elif address:
                 self._client = distributed.Client(address, set_as_default=False)
             else:
-                self._cluster = distributed.LocalCluster(
-                    n_workers=self._max_workers, threads_per_worker=1, processes=processes,
-                    # No dashboard; the scheduler's own HTTP endpoints on any free port (its
-                    # default, 8787, is taken by the second cluster on a machine, with a warning).
-                    dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
-                    silence_logs=logging.ERROR)
+                with cluster_config():
+                    self._cluster = distributed.LocalCluster(
+                        n_workers=self._max_workers, threads_per_worker=1, processes=processes,
+                        # No dashboard; the scheduler's own HTTP endpoints on any free port (its
+                        # default, 8787, is taken by the second cluster on a machine, with a
+                        # warning).
+                        dashboard_address=None, scheduler_kwargs={"dashboard_address": ":0"},
+                        silence_logs=logging.ERROR)
                 self._client = distributed.Client(self._cluster, set_as_default=False)
             self.address = self._client.scheduler.address
             # Outcomes are collected by a thread of ours, not delivered on Dask's callback

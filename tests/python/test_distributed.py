@@ -19,7 +19,7 @@ from unirun import Run  # noqa: E402
 from unirun._capabilities import capabilities  # noqa: E402
 from unirun._config import RuntimeConfig  # noqa: E402
 from unirun._decide import DecisionError, Request, decide  # noqa: E402
-from unirun._distributed import DistributedExecutor  # noqa: E402
+from unirun._distributed import DistributedExecutor, cluster_config  # noqa: E402
 
 import native_tasks as tasks  # noqa: E402
 
@@ -149,7 +149,7 @@ def test_run_scope_decides_it_traces_where_it_went_and_is_measured():
 def test_the_config_names_a_scheduler():
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    with cluster_config(), LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         config = RuntimeConfig(flavor="distributed", distributed_address=cluster.scheduler_address)
         with Run(config=config) as ex:
             assert ex.submit(tasks.square, 9).result(timeout=120) == 81
@@ -249,7 +249,7 @@ def test_callbacks_may_wait_on_other_futures_and_cancel_notifies_before_callback
 def test_a_closed_client_fails_its_futures_rather_than_cancel_them():
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+    with cluster_config(), LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
         client = Client(cluster, set_as_default=False)
         ex = DistributedExecutor(client=client)
         future = ex.submit(tasks.nap, 5)
@@ -299,3 +299,50 @@ def test_work_submitted_before_exit_finishes_and_exit_does_not_hang(tmp_path, en
     proc = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert sorted(p.name for p in out.iterdir()) == ["0", "1", "2", "3"]
+
+
+def test_dask_profiler_is_off_on_a_free_threaded_python():
+    """Dask's profiler thread reads other threads' frames while they run; on a free-threaded
+    CPython that crashed the process (SEGV in PyFrame_GetCode). Clusters the executor starts
+    run without it there, and with Dask's default elsewhere."""
+    import sysconfig
+    import threading
+
+    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
+    with DistributedExecutor(max_workers=1, processes=False) as ex:
+        assert ex.submit(tasks.square, 5).result(timeout=120) == 25
+        profilers = [t for t in threading.enumerate() if t.name == "Profile"]
+    assert bool(profilers) != free_threaded, profilers
+
+
+ORDER_PROGRAM = """
+import sys, threading
+sys.path[:0] = {path!r}
+from unirun._distributed import DistributedExecutor, _wait_for_all
+ex = DistributedExecutor(2, processes=False)
+def target(hook):  # threading wraps each hook: a lambda over it (3.12+) or a partial (3.11)
+    if hasattr(hook, "func"):
+        return hook.func
+    cells = [c.cell_contents for c in hook.__closure__ or ()]
+    return next((c for c in cells if callable(c)), hook)
+hooks = [target(h) for h in threading._threading_atexits]  # run last-registered first at exit
+import concurrent.futures.thread as cft
+stoppers = [cft._python_exit]
+try:
+    from unirun import _native
+    stoppers.append(_native._stop_all_pools)
+except ImportError:
+    pass
+print(all(s in hooks and hooks.index(s) < hooks.index(_wait_for_all) for s in stoppers))
+ex.shutdown()
+"""
+
+
+def test_the_exit_wait_runs_before_thread_pools_stop(tmp_path):
+    """The work submitted before exit needs the in-process scheduler's thread pools (its offload
+    pool, say), so the exit wait must run before the hooks that stop every pool: it was 1 in 12
+    runs that lost the last tasks ("cannot schedule new futures after shutdown")."""
+    source = ORDER_PROGRAM.format(path=sys.path)
+    proc = subprocess.run([sys.executable, "-c", source], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-1] == "True", proc.stdout
