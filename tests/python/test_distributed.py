@@ -312,7 +312,8 @@ def test_dask_profiler_is_off_on_a_free_threaded_python():
     with DistributedExecutor(max_workers=1, processes=False) as ex:
         assert ex.submit(tasks.square, 5).result(timeout=120) == 25
         profilers = [t for t in threading.enumerate() if t.name == "Profile"]
-    assert bool(profilers) != free_threaded, profilers
+    # elsewhere Dask's own default: on, except on 3.11, where Dask itself keeps it off
+    assert bool(profilers) == (not free_threaded and sys.version_info[:2] != (3, 11)), profilers
 
 
 ORDER_PROGRAM = """
